@@ -1,0 +1,303 @@
+"""Command line, Prometheus exporter style: dotted long flags, plus `check` and `simulate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from exporter import __version__, logs
+from exporter.config import Config, ConfigError, VerdictConfig, load_file, load_preset, load_text
+
+log = logging.getLogger("exporter")
+
+DEFAULT_LISTEN = ":10529"
+SHUTDOWN_GRACE = 5.0  # seconds SIGTERM waits for in-flight requests before closing
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="YAML config; without it the bundled Claude preset runs")
+    parser.add_argument("--log.level", dest="log_level", default="info",
+                        choices=["debug", "info", "warn", "error"])
+    parser.add_argument("--log.format", dest="log_format", default="logfmt",
+                        choices=["logfmt", "json"])
+    parser.add_argument("--vantage", metavar="NAME",
+                        help='adds vantage="NAME" to every series (overrides the config)')
+
+
+def exporter_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="claude-status-exporter",
+        description="Is Claude down, degraded, or is it just me? A Prometheus exporter. "
+                    "Subcommands: check (one round, verdict table), simulate (fake status page "
+                    "and API for fire drills).")
+    _common(parser)
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the config, print every error, exit 0 or 1")
+    parser.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
+                        metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
+    parser.add_argument("--web.config.file", dest="web_config", metavar="PATH",
+                        help="TLS and basic auth, exporter-toolkit web-config format")
+    parser.add_argument("--demo", action="store_true",
+                        help="run the built-in simulator on loopback and watch it: live "
+                             "metrics with no network and no key")
+    parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational",
+                        help="the simulator's starting scenario in --demo")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_listen(address: str) -> tuple[str | None, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--web.listen-address must be HOST:PORT or :PORT (got {address!r})")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+def config_loader(path: str | None) -> Callable[[], Config]:
+    if path is None:
+        return load_preset
+    return lambda: load_file(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "check":
+        return check_main(args_list[1:])
+    if args_list and args_list[0] == "simulate":
+        return simulate_main(args_list[1:])
+    args = exporter_parser().parse_args(args_list)
+    logs.setup(args.log_level, args.log_format)
+    if args.config_check:
+        return config_check(args.config_file)
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args, host, port))
+    except ConfigError as exc:
+        print(f"invalid config, not starting:\n{exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def config_check(path: str | None) -> int:
+    try:
+        config = config_loader(path)()
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue)
+        print(f"{len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    checks = config.all_checks()
+    print(f"{config.source}: OK ({len(config.upstreams)} upstreams, {len(checks)} checks, "
+          f"{len(config.modules)} /probe modules)")
+    return 0
+
+
+async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
+    from exporter.runtime import Runtime
+    from exporter.web import make_app
+
+    demo = None
+    loader = config_loader(args.config_file)
+    if args.demo:
+        from exporter import demo as demo_mod
+
+        demo = await demo_mod.start(args.demo_scenario)
+        text = demo.config_text
+        loader = lambda: load_text(text, "<demo>")  # noqa: E731
+    runtime = Runtime(loader, args.vantage)
+    if demo is not None:
+        runtime.extra_status["demo"] = demo.describe()
+    ssl_context = None
+    if args.web_config:
+        from exporter import webconfig
+
+        web_config = webconfig.load(args.web_config)
+        ssl_context = web_config.ssl_context()
+    await runtime.start()
+    app = make_app(runtime)
+    if args.web_config:
+        webconfig.install(app, args.web_config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
+                           shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+        scheme = "https" if ssl_context else "http"
+        log.info("listening", extra={"address": f"{scheme}://{host or '0.0.0.0'}:{port}"})
+        if demo is not None:
+            log.info("demo simulator running", extra={"simulator": demo.simulator.base_url})
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        await runtime.stop()
+        if demo is not None:
+            await demo.stop()
+
+
+# -- check ---------------------------------------------------------------------------------
+
+EXIT_FOR = {"operational": 0, "maintenance": 0, "degraded": 1, "outage": 1, "unknown": 1,
+            "own_quota": 2, "local_network": 2}
+ANSI = {"operational": "32", "degraded": "33", "outage": "31", "maintenance": "34",
+        "own_quota": "35", "local_network": "35", "unknown": "37"}
+
+
+def check_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="claude-status-exporter check",
+        description="Run every check once, print a verdict per upstream. Exit 0 operational, "
+                    "1 degraded or outage, 2 a local problem (our network or our account).")
+    _common(parser)
+    parser.add_argument("--output", choices=["table", "json"], default="table")
+    parser.add_argument("--demo", action="store_true", help="check the built-in simulator")
+    parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational")
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level if args.log_level != "info" else "warn", args.log_format)
+    try:
+        status = asyncio.run(_check_once(args))
+    except ConfigError as exc:
+        print(f"invalid config:\n{exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        print(format_table(status, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    verdicts = [u["verdict"] for u in status["upstreams"]] or ["unknown"]
+    return max(EXIT_FOR.get(v, 1) for v in verdicts)
+
+
+async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from exporter.runtime import new_session
+    from exporter.scheduler import Scheduler
+    from exporter.state import StateStore
+    from exporter.status import build
+    from exporter.verdict import Verdicts
+
+    demo = None
+    if args.demo:
+        from exporter import demo as demo_mod
+
+        demo = await demo_mod.start(args.demo_scenario)
+        config = load_text(demo.config_text, "<demo>")
+    else:
+        config = config_loader(args.config_file)()
+    if args.vantage:
+        config = replace(config, vantage=args.vantage)
+    # One run decides: no debounce in a one-shot check.
+    one_shot = VerdictConfig(outage_after=1, recover_after=1, window=1, degraded_ratio=1.0)
+    config = replace(config, upstreams=tuple(replace(u, verdict=one_shot) for u in config.upstreams))
+    state = StateStore()
+    state.sync(config)
+    session = new_session()
+    try:
+        scheduler = Scheduler(state, session)
+        scheduler.config = config
+
+        async def one(key: tuple[str, str]) -> None:
+            check = state.checks[key].check
+            state.record(check, await scheduler.run_once(check, scheduler.memo_for(check)))
+
+        await asyncio.gather(*(one(key) for key in list(state.checks)))
+    finally:
+        await session.close()
+        if demo is not None:
+            await demo.stop()
+    verdicts = Verdicts()
+    verdicts.refresh(state, config)
+    return build(config, state, verdicts, ready=True)
+
+
+def format_table(status: dict[str, Any], colour: bool = False) -> str:
+    def paint(text: str, verdict: str) -> str:
+        return f"\033[1;{ANSI.get(verdict, '37')}m{text}\033[0m" if colour else text
+
+    lines = []
+    for up in status["upstreams"]:
+        verdict = up["verdict"]
+        lines.append(f"{up['name']}: {paint(verdict.upper(), verdict)}")
+        for signal_text in up["signals"]:
+            lines.append(f"  - {signal_text}")
+        rows = list(up["checks"])
+        if up.get("statuspage"):
+            rows.insert(0, up["statuspage"])
+        lines.extend(_rows(rows))
+        lines.append("")
+    if status.get("control"):
+        lines.append("control targets:")
+        lines.extend(_rows(status["control"]))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[str]:
+    out = [f"  {'CHECK':<22} {'KIND':<11} {'RESULT':<7} {'TIME':>9}  DETAIL"]
+    for c in rows:
+        took = f"{c['duration_seconds'] * 1000:.0f}ms" if c.get("duration_seconds") is not None else "-"
+        if c["result"] == "failed":
+            detail = c["reason"] + (": " + c["error"] if c.get("error") else "")
+        else:
+            detail = c["target"]
+        out.append(f"  {c['name']:<22} {c['kind']:<11} {c['result']:<7} {took:>9}  {detail}")
+    return out
+
+
+# -- simulate --------------------------------------------------------------------------------
+
+
+def simulate_main(argv: Sequence[str]) -> int:
+    from exporter.simulator.scenarios import SCENARIOS
+
+    parser = argparse.ArgumentParser(
+        prog="claude-status-exporter simulate",
+        description="Serve a fake status page and fake Claude/OpenAI APIs on loopback for fire "
+                    "drills. Switch scenarios at run time with POST /_sim/scenario.")
+    parser.add_argument("--scenario", default="operational",
+                        help="one of: " + ", ".join([*SCENARIOS, "incident_lifecycle"]))
+    parser.add_argument("--listen", default="127.0.0.1:10530", metavar="HOST:PORT")
+    parser.add_argument("--cycle", default="", help="comma-separated scenarios to cycle through")
+    parser.add_argument("--cycle-seconds", type=float, default=60.0)
+    parser.add_argument("--log.level", dest="log_level", default="info",
+                        choices=["debug", "info", "warn", "error"])
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    if args.scenario not in SCENARIOS and args.scenario != "incident_lifecycle":
+        parser.error(f"unknown scenario {args.scenario!r}")
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        parser.error(str(exc))
+    from exporter.simulator import serve as sim_serve
+
+    cycle = [s for s in args.cycle.split(",") if s] or None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(sim_serve(host or "127.0.0.1", port, args.scenario, cycle, args.cycle_seconds))
+    return 0

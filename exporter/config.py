@@ -1,0 +1,712 @@
+"""Strict YAML configuration: every error names its dotted path and line, all reported at once.
+
+The loader composes the YAML node tree itself so that it knows each value's line and can
+reject duplicate keys (PyYAML silently keeps the last one). Values are validated against
+one table of keys per check kind; defaults are declared once, on the dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+Path_ = tuple[str | int, ...]
+
+RESERVED_UPSTREAM = "control"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+$")
+DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+SECRET_KEYS = {"api_key", "apikey", "key", "token", "bearer_token", "password", "secret"}
+SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
+KINDS = ("anthropic", "openai", "http", "tcp", "tls", "icmp", "dns")
+MODES = {
+    "anthropic": ("keyless", "models", "count_tokens", "messages"),
+    "openai": ("keyless", "models", "chat"),
+}
+DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
+
+
+class ConfigError(Exception):
+    """All problems found in one configuration, each with its location."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    source: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """One check (or one /probe module, then with ``allowed_targets`` and no target)."""
+
+    upstream: str
+    name: str
+    kind: str
+    interval: float = 30.0
+    timeout: float = 10.0
+    component: str | None = None
+    degraded_latency: float | None = None  # a run slower than this counts as degraded
+    # where
+    url: str | None = None
+    target: str | None = None
+    ip_protocol: str = "auto"  # auto | ip4 | ip6
+    per_address: bool = False
+    # http-like
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+    valid_status_codes: tuple[int, ...] = ()  # empty: any 2xx
+    body_regex: str | None = None  # fail unless the body matches
+    body_not_regex: str | None = None  # fail if the body matches
+    json_path: str | None = None  # dotted path that must exist in a JSON body
+    follow_redirects: bool = True
+    insecure_skip_verify: bool = False
+    ca_file: str | None = None
+    server_name: str | None = None
+    # APIs
+    mode: str = "keyless"
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_key_header: str = "Authorization"  # http kind: header that carries the key
+    model: str | None = None
+    max_tokens: int = 1
+    prompt: str = "ping"
+    daily_token_budget: int | None = None
+    anthropic_version: str = "2023-06-01"
+    # icmp
+    packets: int = 3
+    packet_interval: float = 0.2
+    payload_size: int = 56
+    # dns
+    resolver: str | None = None
+    record_type: str = "any"  # a | aaaa | any
+    # /probe modules
+    allowed_targets: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.upstream, self.name)
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
+
+    def __repr__(self) -> str:  # short and secret-free for logs and tracebacks
+        return f"CheckConfig({self.upstream}/{self.name}, kind={self.kind})"
+
+
+@dataclass(frozen=True)
+class StatuspageConfig:
+    url: str
+    interval: float = 60.0
+    timeout: float = 10.0
+    components: tuple[str, ...] = ()  # include filter: ids or names; empty = all
+    exclude_components: tuple[str, ...] = ()
+    max_body_bytes: int = 5 * 1024 * 1024
+
+    @property
+    def summary_url(self) -> str:
+        if urlsplit(self.url).path.endswith(".json"):
+            return self.url
+        return self.url.rstrip("/") + "/api/v2/summary.json"
+
+
+@dataclass(frozen=True)
+class VerdictConfig:
+    outage_after: int = 3  # consecutive failed runs before a check counts as down
+    recover_after: int = 2  # consecutive good runs before a down check counts as up again
+    window: int = 10  # runs looked at for the failure ratio
+    degraded_ratio: float = 0.2  # failures in the window that make a check "degraded"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    statuspage: StatuspageConfig | None
+    checks: tuple[CheckConfig, ...]
+    verdict: VerdictConfig = VerdictConfig()
+
+
+@dataclass(frozen=True)
+class Config:
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    control: tuple[CheckConfig, ...] = ()
+    modules: Mapping[str, CheckConfig] = field(default_factory=dict)
+    vantage: str | None = None
+    source: str = "<preset>"
+
+    def all_checks(self) -> list[CheckConfig]:
+        """Every background check, status pages included (as kind 'statuspage')."""
+        out: list[CheckConfig] = []
+        for up in self.upstreams:
+            if up.statuspage is not None:
+                sp = up.statuspage
+                out.append(CheckConfig(upstream=up.name, name="statuspage", kind="statuspage",
+                                       interval=sp.interval, timeout=sp.timeout, url=sp.url))
+            out.extend(up.checks)
+        out.extend(self.control)
+        return out
+
+    def upstream(self, name: str) -> UpstreamConfig | None:
+        return next((u for u in self.upstreams if u.name == name), None)
+
+
+# -- YAML with lines and duplicate-key detection ---------------------------------------------
+
+
+class _Doc:
+    """A plain Python value tree plus the line of every path in it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.issues: list[ConfigIssue] = []
+
+    def error(self, path: Path_, message: str) -> None:
+        line = None
+        for cut in range(len(path), -1, -1):
+            line = self.lines.get(path[:cut])
+            if line:
+                break
+        self.issues.append(ConfigIssue(self.source, line, dotted(path), message))
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _build(node: yaml.Node, path: Path_, doc: _Doc, constructor: yaml.SafeLoader) -> Any:
+    doc.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        constructor.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                doc.lines[path] = key_node.start_mark.line + 1
+                doc.error(path, "mapping keys must be plain strings")
+                continue
+            key = str(constructor.construct_scalar(key_node))
+            child = (*path, key)
+            if key in result:
+                doc.lines[child] = key_node.start_mark.line + 1
+                doc.error(child, "duplicate key")
+                continue
+            result[key] = _build(value_node, child, doc, constructor)
+            doc.lines[child] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), doc, constructor) for i, item in enumerate(node.value)]
+    return constructor.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
+    doc = _Doc(source)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, doc
+        return _build(node, (), doc, loader), doc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        doc.issues.append(ConfigIssue(source, line, "", f"invalid YAML: {problem}"))
+        return None, doc
+    finally:
+        loader.dispose()
+
+
+# -- value parsers: each returns the parsed value or raises ValueError with the message -------
+
+Parser = Callable[[Any], Any]
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f'must be a duration such as "30s" or "1m30s" (got {_show(value)})')
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if not DURATION_RE.match(text):
+            raise ValueError(f'must be a duration such as "30s" or "1m30s" (got {_show(value)})')
+        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in DURATION_PART_RE.findall(text))
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"must be a positive duration (got {_show(value)})")
+    return seconds
+
+
+def parse_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a URL string (got {_show(value)})")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host (got {_show(value)})")
+    if parts.username or parts.password:
+        raise ValueError("inline secrets are not allowed: remove the user:password from the "
+                         "URL and use api_key_env or api_key_file")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"has an invalid port (got {_show(value)})") from None
+    return value
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string (got {_show(value)})")
+    return value
+
+
+def parse_name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.', ':' or '-', "
+                         f"starting with a letter or digit (got {_show(value)})")
+    return value
+
+
+def parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {_show(value)})")
+    return value
+
+
+def parse_int(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high} (got {_show(value)})")
+        return value
+    return parse
+
+
+def parse_ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"must be a number from 0 to 1 (got {_show(value)})")
+    return float(value)
+
+
+def parse_enum(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {_show(value)})")
+        return str(value)
+    return parse
+
+
+def parse_str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list):
+        raise ValueError(f"must be a list of strings (got {_show(value)})")
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise ValueError("must be a list of strings")
+    return tuple(str(v) for v in value)
+
+
+def parse_status_codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in value
+    ):
+        raise ValueError(f"must be a list of HTTP status codes 100-599 (got {_show(value)})")
+    return tuple(value)
+
+
+def parse_headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of header names to values (got {_show(value)})")
+    out: dict[str, str] = {}
+    for name, header_value in value.items():
+        if not isinstance(header_value, (str, int)) or isinstance(header_value, bool):
+            raise ValueError(f"header {name} must have a string value")
+        if name.lower() in SECRET_HEADERS:
+            raise ValueError(f"inline secrets are not allowed: header {name} must come from "
+                             "api_key_env or api_key_file (with api_key_header)")
+        out[str(name)] = str(header_value)
+    return out
+
+
+def parse_regex(value: Any) -> str:
+    text = parse_str(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"is not a valid regular expression: {exc}") from None
+    return text
+
+
+def parse_host_port(value: Any) -> str:
+    text = parse_str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'must be "host:port" with a port from 1 to 65535 (got {_show(value)})')
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"has an unbalanced IPv6 bracket (got {_show(value)})")
+    return text
+
+
+def parse_host(value: Any) -> str:
+    text = parse_str(value)
+    if any(c in text for c in "/ ?#@"):
+        raise ValueError(f"must be a host name or IP address (got {_show(value)})")
+    return text
+
+
+def parse_env_name(value: Any) -> str:
+    text = parse_str(value)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
+        raise ValueError(f"must be an environment variable name (got {_show(value)})")
+    return text
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+COMMON_KEYS: dict[str, Parser] = {
+    "name": parse_name,
+    "kind": parse_enum(*KINDS),
+    "interval": parse_duration,
+    "timeout": parse_duration,
+    "component": parse_str,
+    "degraded_latency": parse_duration,
+}
+_API_KEYS: dict[str, Parser] = {
+    "url": parse_url,
+    "api_key_env": parse_env_name,
+    "api_key_file": parse_str,
+    "model": parse_str,
+    "max_tokens": parse_int(1, 4096),
+    "prompt": parse_str,
+    "daily_token_budget": parse_int(1, 10**12),
+    "headers": parse_headers,
+    "insecure_skip_verify": parse_bool,
+    "ca_file": parse_str,
+}
+KIND_KEYS: dict[str, dict[str, Parser]] = {
+    "anthropic": {
+        **_API_KEYS, "mode": parse_enum(*MODES["anthropic"]), "anthropic_version": parse_str,
+    },
+    "openai": {**_API_KEYS, "mode": parse_enum(*MODES["openai"])},
+    "http": {
+        "url": parse_url,
+        "method": parse_enum("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"),
+        "headers": parse_headers,
+        "body": parse_str,
+        "valid_status_codes": parse_status_codes,
+        "body_regex": parse_regex,
+        "body_not_regex": parse_regex,
+        "json_path": parse_str,
+        "follow_redirects": parse_bool,
+        "insecure_skip_verify": parse_bool,
+        "ca_file": parse_str,
+        "api_key_env": parse_env_name,
+        "api_key_file": parse_str,
+        "api_key_header": parse_str,
+        "ip_protocol": parse_enum("auto", "ip4", "ip6"),
+    },
+    "tcp": {
+        "target": parse_host_port, "ip_protocol": parse_enum("auto", "ip4", "ip6"),
+        "per_address": parse_bool,
+    },
+    "tls": {
+        "target": parse_host_port, "server_name": parse_str, "insecure_skip_verify": parse_bool,
+        "ca_file": parse_str, "ip_protocol": parse_enum("auto", "ip4", "ip6"),
+        "per_address": parse_bool,
+    },
+    "icmp": {
+        "target": parse_host, "packets": parse_int(1, 100), "packet_interval": parse_duration,
+        "payload_size": parse_int(0, 1400), "ip_protocol": parse_enum("auto", "ip4", "ip6"),
+    },
+    "dns": {
+        "target": parse_host, "resolver": parse_host_port,
+        "record_type": parse_enum("a", "aaaa", "any"),
+    },
+}
+# The address key each kind needs (url kinds may default it).
+TARGET_KEY = {"anthropic": "url", "openai": "url", "http": "url", "tcp": "target",
+              "tls": "target", "icmp": "target", "dns": "target"}
+
+
+class _Validator:
+    def __init__(self, doc: _Doc) -> None:
+        self.doc = doc
+
+    def mapping(self, value: Any, path: Path_, allowed: set[str] | dict[str, Any]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.doc.error(path, f"must be a mapping (got {_show(value)})")
+            return {}
+        out = {}
+        for key, item in value.items():
+            if key.lower() in SECRET_KEYS and key not in allowed:
+                self.doc.error((*path, key), "inline secrets are not allowed: use api_key_env "
+                                             "(an environment variable) or api_key_file")
+            elif key not in allowed:
+                self.doc.error((*path, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            else:
+                out[key] = item
+        return out
+
+    def field(self, raw: dict[str, Any], key: str, path: Path_, parser: Parser) -> Any:
+        try:
+            return parser(raw[key])
+        except ValueError as exc:
+            self.doc.error((*path, key), str(exc))
+            return None
+
+    def check(self, raw_value: Any, path: Path_, upstream: str, defaults: dict[str, float],
+              module: bool = False) -> CheckConfig | None:
+        if not isinstance(raw_value, dict):
+            self.doc.error(path, f"must be a mapping with at least name and kind (got {_show(raw_value)})")
+            return None
+        kind = raw_value.get("kind")
+        if kind is None:
+            self.doc.error(path, "missing required key kind")
+            return None
+        if kind not in KINDS:
+            self.doc.error((*path, "kind"), f"must be one of {', '.join(KINDS)} (got {_show(kind)})")
+            return None
+        allowed = {**COMMON_KEYS, **KIND_KEYS[kind]}
+        if module:
+            allowed.pop("name")
+            allowed.pop("component")
+            allowed.pop("degraded_latency")
+            allowed.pop(TARGET_KEY[kind], None)
+            allowed["allowed_targets"] = parse_str_list
+        raw = self.mapping(raw_value, path, allowed)
+        before = len(self.doc.issues)
+        values: dict[str, Any] = {}
+        for key in raw:
+            parsed = self.field(raw, key, path, allowed[key])
+            if parsed is not None:
+                values[key] = parsed
+        if not module and "name" not in raw:
+            self.doc.error(path, "missing required key name")
+        values.setdefault("interval", defaults["interval"])
+        values.setdefault("timeout", defaults["timeout"])
+        target_key = TARGET_KEY[kind]
+        if not module and target_key not in raw:
+            if kind in DEFAULT_URLS:
+                values["url"] = DEFAULT_URLS[kind]
+            else:
+                self.doc.error(path, f"missing required key {target_key} for kind {kind}")
+        if len(self.doc.issues) > before:
+            return None
+        if values["timeout"] > values["interval"] and not module:
+            self.doc.error((*path, "timeout"), "must not exceed the interval "
+                           f"({values['timeout']:g}s > {values['interval']:g}s)")
+        if "api_key_env" in values and "api_key_file" in values:
+            self.doc.error(path, "set api_key_env or api_key_file, not both")
+        mode = values.get("mode", "keyless")
+        if kind in MODES and mode != "keyless" and not ("api_key_env" in values or "api_key_file" in values):
+            self.doc.error((*path, "mode"), f"mode {mode} needs api_key_env or api_key_file")
+        if mode in ("count_tokens", "messages", "chat") and "model" not in values:
+            self.doc.error((*path, "mode"), f"mode {mode} needs a model")
+        if kind in MODES and mode == "keyless" and ("api_key_env" in values or "api_key_file" in values):
+            self.doc.error((*path, "mode"), "keyless mode sends no key: remove api_key_env/api_key_file "
+                                            "or pick another mode")
+        if module:
+            targets = values.get("allowed_targets")
+            if not targets:
+                self.doc.error(path, "missing required key allowed_targets (a /probe module "
+                                     "must say which targets it may reach)")
+            elif "api_key_env" in values or "api_key_file" in values:
+                for i, pattern in enumerate(targets):
+                    if "*" in _pattern_host(pattern) or "?" in _pattern_host(pattern):
+                        self.doc.error((*path, "allowed_targets", i),
+                                       "a module that carries an API key may only name exact "
+                                       "hosts, no wildcards")
+        if len(self.doc.issues) > before:
+            return None
+        name = values.pop("name", None) or path[-1]
+        values.pop("kind", None)
+        return CheckConfig(upstream=upstream, name=str(name), kind=kind, **values)
+
+
+def _pattern_host(pattern: str) -> str:
+    rest = pattern.split("://", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+def build_config(data: Any, doc: _Doc) -> Config | None:
+    v = _Validator(doc)
+    top = v.mapping(data, (), {"vantage", "defaults", "upstreams", "control", "modules"})
+    vantage = None
+    if "vantage" in top:
+        vantage = v.field(top, "vantage", (), parse_name)
+    defaults = {"interval": 30.0, "timeout": 10.0}
+    raw_defaults = v.mapping(top.get("defaults"), ("defaults",), {"interval", "timeout"})
+    for key in raw_defaults:
+        parsed = v.field(raw_defaults, key, ("defaults",), parse_duration)
+        if parsed is not None:
+            defaults[key] = parsed
+
+    upstreams: list[UpstreamConfig] = []
+    raw_upstreams = top.get("upstreams", {})
+    if not isinstance(raw_upstreams, dict):
+        doc.error(("upstreams",), "must be a mapping of upstream names to their settings")
+        raw_upstreams = {}
+    for up_name, up_raw in raw_upstreams.items():
+        path: Path_ = ("upstreams", up_name)
+        if up_name == RESERVED_UPSTREAM:
+            doc.error(path, f'"{RESERVED_UPSTREAM}" is reserved for the control checks; '
+                            "choose another upstream name")
+            continue
+        try:
+            parse_name(up_name)
+        except ValueError as exc:
+            doc.error(path, f"upstream name {exc}")
+            continue
+        up = v.mapping(up_raw, path, {"statuspage", "checks", "verdict"})
+        statuspage = _statuspage(v, up, path, defaults)
+        checks = _check_list(v, up.get("checks", []), (*path, "checks"), up_name, defaults)
+        verdict = _verdict(v, up.get("verdict"), (*path, "verdict"))
+        if statuspage is None and not checks and "statuspage" not in up and "checks" not in up:
+            doc.error(path, "needs a statuspage, checks, or both")
+        upstreams.append(UpstreamConfig(up_name, statuspage, tuple(checks), verdict))
+
+    control = _check_list(v, top.get("control", []), ("control",), RESERVED_UPSTREAM, defaults)
+    modules: dict[str, CheckConfig] = {}
+    raw_modules = top.get("modules", {})
+    if not isinstance(raw_modules, dict):
+        doc.error(("modules",), "must be a mapping of module names to their settings")
+        raw_modules = {}
+    for mod_name, mod_raw in raw_modules.items():
+        try:
+            parse_name(mod_name)
+        except ValueError as exc:
+            doc.error(("modules", mod_name), f"module name {exc}")
+            continue
+        mod = v.check(mod_raw, ("modules", mod_name), "probe", defaults, module=True)
+        if mod is not None:
+            modules[mod_name] = replace(mod, name=mod_name)
+    if doc.issues:
+        return None
+    return Config(tuple(upstreams), tuple(control), modules, vantage, doc.source)
+
+
+def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
+                defaults: dict[str, float]) -> StatuspageConfig | None:
+    if "statuspage" not in up:
+        return None
+    sp_path = (*path, "statuspage")
+    raw = v.mapping(up["statuspage"], sp_path, {
+        "url", "interval", "timeout", "components", "exclude_components", "max_body_bytes"})
+    parsers: dict[str, Parser] = {
+        "url": parse_url, "interval": parse_duration, "timeout": parse_duration,
+        "components": parse_str_list, "exclude_components": parse_str_list,
+        "max_body_bytes": parse_int(1024, 1024**3),
+    }
+    before = len(v.doc.issues)
+    values = {k: v.field(raw, k, sp_path, parsers[k]) for k in raw}
+    if "url" not in raw:
+        v.doc.error(sp_path, "missing required key url")
+    if len(v.doc.issues) > before:
+        return None
+    values.setdefault("timeout", min(defaults["timeout"], values.get("interval", 60.0)))
+    sp = StatuspageConfig(**values)
+    if sp.timeout > sp.interval:
+        v.doc.error((*sp_path, "timeout"), f"must not exceed the interval ({sp.timeout:g}s > {sp.interval:g}s)")
+        return None
+    return sp
+
+
+def _verdict(v: _Validator, raw_value: Any, path: Path_) -> VerdictConfig:
+    raw = v.mapping(raw_value, path, {"outage_after", "recover_after", "window", "degraded_ratio"})
+    parsers: dict[str, Parser] = {
+        "outage_after": parse_int(1, 100), "recover_after": parse_int(1, 100),
+        "window": parse_int(1, 1000), "degraded_ratio": parse_ratio,
+    }
+    values = {k: v.field(raw, k, path, parsers[k]) for k in raw}
+    values = {k: x for k, x in values.items() if x is not None}
+    verdict = VerdictConfig(**values)
+    if verdict.outage_after > verdict.window:
+        v.doc.error((*path, "outage_after"), f"must not exceed window ({verdict.window})")
+    return verdict
+
+
+def _check_list(v: _Validator, raw: Any, path: Path_, upstream: str,
+                defaults: dict[str, float]) -> list[CheckConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        v.doc.error(path, f"must be a list of checks (got {_show(raw)})")
+        return []
+    checks: list[CheckConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        check = v.check(item, (*path, i), upstream, defaults)
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                v.doc.error((*path, i, "name"), f'duplicate check name "{name}" '
+                                                f"(also at {dotted((*path, seen[name]))})")
+                continue
+            if name == "statuspage" and upstream != RESERVED_UPSTREAM:
+                v.doc.error((*path, i, "name"), '"statuspage" is reserved for the status-page poll')
+                continue
+            seen[name] = i
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def load_text(text: str, source: str) -> Config:
+    data, doc = parse_yaml(text, source)
+    if data is None and doc.issues:  # a syntax error leaves nothing to validate
+        raise ConfigError(doc.issues)
+    config = build_config(data, doc)
+    if config is None:
+        raise ConfigError(doc.issues)
+    return config
+
+
+def load_file(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.__class__.__name__}: "
+                                                          f"{getattr(exc, 'strerror', None) or exc}")]) from None
+    return load_text(text, str(p))
+
+
+PRESET_PATH = Path(__file__).parent / "presets" / "claude.yml"
+
+
+def load_preset() -> Config:
+    return load_text(PRESET_PATH.read_text(encoding="utf-8"), "<claude preset>")
+
+
+def with_vantage(config: Config, vantage: str | None) -> Config:
+    return replace(config, vantage=vantage) if vantage else config
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(CheckConfig)]

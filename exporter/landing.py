@@ -1,0 +1,152 @@
+"""The landing page: the verdict per upstream at a glance, why, and every check's last result.
+
+One self-contained HTML document (inline CSS, no scripts, no external assets) rendered from the
+same status structure as /api/v1/status. It refreshes itself every 15 seconds."""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+COLOURS = {
+    "operational": ("#1a7f37", "Operational"),
+    "degraded": ("#bf8700", "Degraded"),
+    "outage": ("#cf222e", "Outage"),
+    "maintenance": ("#0969da", "Maintenance"),
+    "own_quota": ("#8250df", "Our account / quota"),
+    "local_network": ("#6e4c13", "Our network"),
+    "unknown": ("#57606a", "Unknown"),
+}
+ANSWERS = {
+    "operational": "No. It is working, from here and according to the provider.",
+    "degraded": "Partly: it works, but slowly or not every time.",
+    "outage": "Yes, it is down for us, and the cause is on the provider's side.",
+    "maintenance": "The provider is doing planned maintenance.",
+    "own_quota": "It is us: the API answers but refuses our account (key, billing or quota).",
+    "local_network": "It is us: our own network cannot reach independent control targets.",
+    "unknown": "Not known yet: the first checks are still running.",
+}
+STATUS_DOT = {
+    "operational": "#1a7f37", "degraded_performance": "#bf8700", "partial_outage": "#e16f24",
+    "major_outage": "#cf222e", "under_maintenance": "#0969da", "unknown": "#57606a",
+}
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f8fa;color:#1f2328}
+header{background:#24292f;color:#fff;padding:14px 24px;display:flex;justify-content:space-between;align-items:center}
+header h1{font-size:18px;margin:0}header a{color:#9ecbff;margin-left:14px}
+main{max-width:1100px;margin:0 auto;padding:20px}
+.up{background:#fff;border:1px solid #d0d7de;border-radius:10px;margin-bottom:22px;overflow:hidden}
+.banner{color:#fff;padding:16px 20px;display:flex;justify-content:space-between;align-items:baseline;gap:16px}
+.banner h2{margin:0;font-size:24px}.banner .q{font-size:16px;opacity:.95}
+.body{padding:14px 20px}
+ul.sig{margin:6px 0 12px 18px;padding:0}
+table{border-collapse:collapse;width:100%;margin:8px 0 14px}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eaeef2;font-size:14px;vertical-align:top}
+th{color:#57606a;font-weight:600}
+.ok{color:#1a7f37;font-weight:600}.failed{color:#cf222e;font-weight:600}.pending{color:#57606a}
+.dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:6px}
+.muted{color:#57606a}.err{font-family:ui-monospace,monospace;font-size:12px;color:#57606a}
+h3{font-size:15px;margin:14px 0 4px}
+"""
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _since(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return "since " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _checks_table(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return '<p class="muted">No checks.</p>'
+    rows = []
+    for c in checks:
+        result = c["result"]
+        detail = c["reason"] + (": " + c["error"] if c.get("error") else "") if result == "failed" else ""
+        duration = f'{c["duration_seconds"] * 1000:.1f} ms' if c.get("duration_seconds") is not None else ""
+        rows.append(
+            f'<tr><td>{escape(c["name"])}</td><td>{escape(c["kind"])}'
+            f'{" / " + escape(c["mode"]) if c.get("mode") else ""}</td>'
+            f'<td class="err">{escape(c["target"])}</td>'
+            f'<td class="{result}">{escape(result)}</td><td>{duration}</td>'
+            f'<td>{_age(c.get("age_seconds"))}</td><td class="err">{escape(detail)}</td></tr>')
+    return ("<table><tr><th>check</th><th>kind</th><th>target</th><th>last result</th>"
+            "<th>took</th><th>age</th><th>error</th></tr>" + "".join(rows) + "</table>")
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+def _page(sp: dict[str, Any]) -> str:
+    parts = [f'<h3>Official status page <span class="muted">({escape(sp.get("url", ""))})</span></h3>']
+    poll = "ok" if sp.get("success") else ("pending" if sp.get("success") is None else "failed")
+    poll_text = {"ok": "read", "pending": "not read yet",
+                 "failed": f"poll failing ({sp.get('reason', '')}): showing the last good read"}[poll]
+    parts.append(f'<p>Indicator: <b>{escape(str(sp.get("indicator", "unknown")))}</b> · '
+                 f'<span class="{poll}">{escape(poll_text)}</span> · {_age(sp.get("age_seconds"))}</p>')
+    incidents = sp.get("incidents") or []
+    if incidents:
+        items = "".join(
+            f'<li><b>{escape(i["name"])}</b> — {escape(i["impact"])}, {escape(i["status"])}'
+            + (f' · <a href="{escape(i["shortlink"])}">details</a>' if _is_link(i.get("shortlink")) else "")
+            + "</li>" for i in incidents)
+        parts.append(f"<p><b>Open incidents</b></p><ul>{items}</ul>")
+    comps = sp.get("components") or []
+    if comps:
+        cells = "".join(
+            f'<tr><td><span class="dot" style="background:{STATUS_DOT.get(c["status"], "#57606a")}"></span>'
+            f'{escape(c["name"])}</td><td class="muted">{escape(c["group"])}</td>'
+            f'<td>{escape(c["status"])}</td></tr>' for c in comps)
+        parts.append("<table><tr><th>component</th><th>group</th><th>status</th></tr>"
+                     + cells + "</table>")
+    return "".join(parts)
+
+
+def render(status: dict[str, Any]) -> str:
+    sections = []
+    for up in status["upstreams"]:
+        colour, title = COLOURS.get(up["verdict"], COLOURS["unknown"])
+        signals = "".join(f"<li>{escape(s)}</li>" for s in up["signals"])
+        unack = ""
+        if up.get("unacknowledged_outage_seconds"):
+            unack = (f'<p><b>Unacknowledged:</b> our probes have seen this outage for '
+                     f'{up["unacknowledged_outage_seconds"]:.0f}s before the status page.</p>')
+        decided = ", ".join(up["decided_by"]) or "nothing yet"
+        sections.append(
+            f'<section class="up" id="{escape(up["name"])}">'
+            f'<div class="banner" style="background:{colour}"><h2>{escape(up["name"])}: {title}</h2>'
+            f'<span class="q">{escape(ANSWERS.get(up["verdict"], ""))}</span></div>'
+            f'<div class="body"><p class="muted">{_since(up.get("since"))} · decided by: {escape(decided)}</p>'
+            f'<ul class="sig">{signals}</ul>{unack}'
+            + (_page(up["statuspage"]) if up.get("statuspage") else "")
+            + "<h3>Our probes</h3>" + _checks_table(up["checks"]) + "</div></section>")
+    control = status.get("control") or []
+    sections.append(
+        '<section class="up"><div class="banner" style="background:#424a53"><h2>Control targets</h2>'
+        '<span class="q">Independent endpoints: if these fail too, the problem is ours.</span></div>'
+        f'<div class="body">{_checks_table(control)}</div></section>')
+    vantage = f" · vantage {escape(status['vantage'])}" if status.get("vantage") else ""
+    ready = "" if status.get("ready") else ' · <span class="pending">first round running</span>'
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta http-equiv="refresh" content="15">'
+        f"<title>Is it them or me? · claude-status-exporter</title><style>{CSS}</style></head><body>"
+        '<header><h1>Is it them or me?</h1><nav>'
+        '<a href="/metrics">metrics</a><a href="/api/v1/status">status JSON</a>'
+        '<a href="/-/healthy">health</a></nav></header><main>'
+        f'<p class="muted">claude-status-exporter {escape(status["version"])}{vantage}{ready}</p>'
+        + "".join(sections) + "</main></body></html>")

@@ -1,0 +1,108 @@
+"""The explanation of every verdict as plain data: /api/v1/status, the landing page and the
+`check` command all render this one structure. It never carries a secret: targets are URLs and
+host names from the config (which rejects credentials in URLs) and errors are scrubbed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from exporter import __version__
+from exporter.checks.statuspage import Page
+from exporter.config import Config
+from exporter.secrets import SECRETS
+from exporter.state import CheckState, StateStore
+from exporter.verdict import Verdicts
+
+
+def check_status(state: CheckState, now: float) -> dict[str, Any]:
+    check = state.check
+    last = state.last
+    out: dict[str, Any] = {
+        "name": check.name,
+        "kind": check.kind,
+        "target": check.url or check.target or "",
+        "component": check.component,
+        "interval_seconds": check.interval,
+        "runs": state.runs,
+        "failures": dict(state.failures),
+        "down": state.down,
+    }
+    if check.kind in ("anthropic", "openai"):
+        out["mode"] = check.mode
+    if last is None:
+        out.update(result="pending", success=None, reason="", error="", age_seconds=None,
+                   duration_seconds=None)
+    else:
+        out.update(
+            result="ok" if last.success else "failed",
+            success=last.success,
+            reason=last.reason,
+            error=SECRETS.scrub(last.error),
+            duration_seconds=round(last.duration_seconds, 6),
+            age_seconds=round(max(0.0, now - last.finished_at), 3),
+            last_run=last.finished_at,
+        )
+    return out
+
+
+def page_status(state: CheckState, now: float) -> dict[str, Any]:
+    out = check_status(state, now)
+    page = state.last_success.details.get("page") if state.last_success else None
+    if isinstance(page, Page):
+        out["indicator"] = page.indicator
+        out["page_updated_at"] = page.updated_at
+        out["components"] = [
+            {"id": c.id, "name": c.name, "group": c.group, "status": c.status}
+            for c in page.components.values()
+        ]
+        out["incidents"] = [
+            {"id": i.id, "name": i.name, "impact": i.impact, "status": i.status,
+             "shortlink": i.shortlink, "components": list(i.component_ids)}
+            for i in page.open_incidents
+        ]
+        out["maintenances"] = [
+            {"id": mt.id, "name": mt.name, "status": mt.status,
+             "scheduled_for": mt.scheduled_for, "scheduled_until": mt.scheduled_until}
+            for mt in page.maintenances
+        ]
+    return out
+
+
+def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    now = time.time()
+    upstreams = []
+    for up in config.upstreams:
+        current = verdicts.by_upstream.get(up.name)
+        states = state.for_upstream(up.name)
+        page = next((s for s in states if s.check.kind == "statuspage"), None)
+        entry: dict[str, Any] = {
+            "name": up.name,
+            "verdict": current.decision.verdict if current else "unknown",
+            "since": current.since if current else None,
+            "signals": list(current.decision.signals) if current else [],
+            "decided_by": list(current.decision.decided_by) if current else [],
+            "unacknowledged_outage_seconds": round(verdicts.unacknowledged_seconds(up.name, now), 3),
+            "statuspage": page_status(page, now) if page else None,
+            "checks": [check_status(s, now) for s in states if s.check.kind != "statuspage"],
+        }
+        if up.statuspage is not None and entry["statuspage"] is not None:
+            entry["statuspage"]["url"] = up.statuspage.url
+        upstreams.append(entry)
+    out: dict[str, Any] = {
+        "version": __version__,
+        "vantage": config.vantage,
+        "ready": ready,
+        "generated_at": now,
+        "config": {
+            "source": config.source,
+            "last_reload_successful": bool(state.reload_success),
+            "last_reload_success_timestamp": state.reload_success_timestamp,
+        },
+        "upstreams": upstreams,
+        "control": [check_status(s, now) for s in state.for_upstream("control")],
+    }
+    if extra:
+        out.update(extra)
+    return out

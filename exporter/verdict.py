@@ -1,0 +1,256 @@
+"""The verdict: "is it them or me?", decided per upstream from the three signals.
+
+Rules, first match wins (docs/verdict.md explains them for users):
+
+1. ``unknown``        nothing has run yet.
+2. ``local_network``  at least half of the control checks are down: our own network is broken,
+                      so nothing we see of the provider can be trusted.
+3. ``maintenance``    a linked component is under maintenance (or a maintenance covering it is
+                      in progress).
+4. ``own_quota``      an API check's latest answer is 401/402/403 or a spend-limit 429 and the
+                      page shows nothing wrong with the linked components: our account, not
+                      their service.
+5. ``outage``         an API-level check is down, or every check of the upstream is down, or
+                      the page shows a partial or major outage of a linked component.
+6. ``degraded``       a check fails often (failure ratio over the window), runs slower than its
+                      ``degraded_latency``, a network-only check is down while the API works,
+                      or the page shows a linked component degraded.
+7. ``operational``    all is well.
+
+"Down" is debounced: a check is down after ``outage_after`` consecutive failed runs and up again
+after ``recover_after`` consecutive good runs, so a single failed run changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.checks.statuspage import Incident, Page
+from exporter.config import Config
+from exporter.state import CheckState, StateStore
+
+API_KINDS = ("anthropic", "openai", "http")
+# Answers that prove the API is up and the problem is our account.
+OWN_QUOTA_REASONS = frozenset({"auth", "permission", "billing", "spend_limit"})
+# Failures where the API answered: not evidence of an outage on their side.
+ANSWERED_REASONS = OWN_QUOTA_REASONS | {"rate_limited", "budget_exhausted", "bad_request",
+                                         "not_found"}
+OUTAGE_STATUSES = ("partial_outage", "major_outage")
+VERDICTS = ("operational", "degraded", "outage", "maintenance", "own_quota", "local_network",
+            "unknown")
+
+
+@dataclass(frozen=True)
+class CheckView:
+    """What the verdict needs of one check, taken from the state store."""
+
+    name: str
+    kind: str
+    component: str | None
+    ran: bool
+    down: bool
+    last_success: bool
+    last_reason: str
+    failure_ratio: float  # failures in the last `window` runs, over the window size
+    intermittent: bool  # failure_ratio reached the upstream's degraded_ratio
+    slow: bool  # its recent runs are all slower than its degraded_latency
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    signals: tuple[str, ...] = ()  # human-readable reasons, most important first
+    decided_by: tuple[str, ...] = ()  # which signals: statuspage, probes, control
+    unacknowledged: bool = False  # probes see an outage the page does not show
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def check_view(state: CheckState) -> CheckView:
+    last = state.last
+    cfg = state.verdict_cfg
+    return CheckView(
+        name=state.check.name, kind=state.check.kind, component=state.check.component,
+        ran=last is not None, down=state.down,
+        last_success=bool(last and last.success), last_reason=last.reason if last else "",
+        failure_ratio=state.window_failures / cfg.window,
+        intermittent=(state.window_failures > 0
+                      and state.window_failures / cfg.window >= cfg.degraded_ratio),
+        slow=state.slow,
+    )
+
+
+def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
+           page_fresh: bool = True) -> Decision:
+    ran = [c for c in checks if c.ran]
+    if not ran and page is None:
+        return Decision("unknown", ("no check has completed and the status page has not "
+                                    "been read yet",))
+
+    control_ran = [c for c in control if c.ran]
+    control_down = [c for c in control_ran if c.down]
+    if control_ran and len(control_down) >= max(1, math.ceil(len(control_ran) / 2)):
+        names = ", ".join(f"{c.name} ({c.last_reason or 'failing'})" for c in control_down)
+        return Decision("local_network", (
+            f"{len(control_down)} of {len(control_ran)} control checks are down: {names}; "
+            "the problem is on this side of the network",), ("control",))
+
+    linked = linked_components(checks, page)
+    states = {cid: page.components[cid].status for cid in linked} if page else {}
+
+    if page is not None:
+        active = {cid for m in page.maintenances if m.active for cid in m.component_ids}
+        in_maintenance = sorted(cid for cid in linked
+                                if states.get(cid) == "under_maintenance" or cid in active)
+        if in_maintenance:
+            return Decision("maintenance", (
+                "maintenance in progress on " + _names(page, in_maintenance),), ("statuspage",))
+
+    page_outage = sorted(cid for cid, st in states.items() if st in OUTAGE_STATUSES)
+    page_degraded = sorted(cid for cid, st in states.items() if st == "degraded_performance")
+    incidents = linked_incidents(page, linked)
+    page_green = not page_outage and not page_degraded and not incidents
+
+    quota = [c for c in ran if c.kind in API_KINDS and not c.last_success
+             and c.last_reason in OWN_QUOTA_REASONS]
+    if quota and page_green:
+        names = ", ".join(f"{c.name} ({c.last_reason})" for c in quota)
+        return Decision("own_quota", (
+            f"the API answers but refuses our account: {names}; the status page is green",),
+            ("probes", "statuspage") if page else ("probes",))
+
+    primary = [c for c in ran if c.kind in API_KINDS] or ran
+    down = [c for c in primary if c.down and c.last_reason not in ANSWERED_REASONS]
+    all_down = bool(ran) and all(c.down for c in ran)
+    probes_outage = bool(down) or all_down
+    signals: list[str] = []
+    decided: list[str] = []
+    if probes_outage:
+        signals.append("our probes fail: " + ", ".join(
+            f"{c.name} ({c.last_reason or 'failing'})" for c in (down or ran)))
+        decided.append("probes")
+    if page_outage and page is not None:
+        signals.append("the status page shows " + ", ".join(
+            f"{_names(page, [cid])} {states[cid]}" for cid in page_outage))
+        decided.append("statuspage")
+    if probes_outage or page_outage:
+        unacknowledged = probes_outage and page_green
+        if unacknowledged:
+            signals.append("the status page does not show it yet" if page is not None
+                           and page_fresh else "the status page cannot confirm it")
+        return Decision("outage", tuple(signals), tuple(decided), unacknowledged)
+
+    intermittent = [c for c in ran if c.intermittent]
+    slow = [c for c in ran if c.slow]
+    net_down = [c for c in ran if c.down and c not in primary]
+    if intermittent:
+        signals.append("probes fail intermittently: " + ", ".join(
+            f"{c.name} ({c.failure_ratio:.0%} of recent runs)" for c in intermittent))
+    if slow:
+        signals.append("probes are slower than their degraded_latency: "
+                       + ", ".join(c.name for c in slow))
+    if net_down:
+        signals.append("network checks are down while the API answers: " + ", ".join(
+            f"{c.name} ({c.last_reason or 'failing'})" for c in net_down))
+    if signals:
+        decided.append("probes")
+    if (page_degraded or incidents) and page is not None:
+        if page_degraded:
+            signals.append("the status page shows " + _names(page, page_degraded)
+                           + " degraded_performance")
+        for incident in incidents:
+            signals.append(f"open incident: {incident.name} ({incident.impact})")
+        decided.append("statuspage")
+    if signals:
+        return Decision("degraded", tuple(signals), tuple(decided))
+
+    what, sources = [], []
+    if ran:
+        what.append(f"{len(ran)} checks pass")
+        sources.append("probes")
+    if page is not None:
+        what.append("the status page shows the linked components operational")
+        sources.append("statuspage")
+    return Decision("operational", ("; ".join(what),), tuple(sources))
+
+
+def linked_components(checks: Iterable[CheckView], page: Page | None) -> list[str]:
+    """Component ids the upstream's checks stand for; all of them if no check names one."""
+    if page is None:
+        return []
+    refs = {c.component for c in checks if c.component}
+    if not refs:
+        return list(page.components)
+    found = (page.find(ref) for ref in refs)
+    return [c.id for c in found if c is not None]
+
+
+def linked_incidents(page: Page | None, linked: Sequence[str]) -> list[Incident]:
+    """Open incidents that touch a linked component (or name no component at all)."""
+    if page is None:
+        return []
+    wanted = set(linked)
+    return [i for i in page.open_incidents
+            if i.impact != "none" and (not i.component_ids or wanted & set(i.component_ids))]
+
+
+def _names(page: Page, ids: Iterable[str]) -> str:
+    return ", ".join(page.components[cid].name if cid in page.components else cid
+                     for cid in ids)
+
+
+@dataclass
+class UpstreamVerdict:
+    decision: Decision
+    since: float  # Unix time the verdict began
+    unacknowledged_since: float | None = None  # Unix time our probes first saw it
+
+
+class Verdicts:
+    """The current verdict of every upstream, recomputed only for upstreams whose checks ran."""
+
+    def __init__(self) -> None:
+        self.by_upstream: dict[str, UpstreamVerdict] = {}
+
+    def refresh(self, state: StateStore, config: Config, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        names = [u.name for u in config.upstreams]
+        for gone in set(self.by_upstream) - set(names):
+            del self.by_upstream[gone]
+        control = [check_view(s) for s in state.for_upstream("control")]
+        for name in names:
+            if name in self.by_upstream and name not in state.dirty:
+                continue
+            decision = evaluate(state, name, control)
+            current = self.by_upstream.get(name)
+            if current is None or current.decision.verdict != decision.verdict:
+                current = self.by_upstream[name] = UpstreamVerdict(decision, now)
+            else:
+                current.decision = decision
+            if decision.unacknowledged:
+                current.unacknowledged_since = current.unacknowledged_since or now
+            else:
+                current.unacknowledged_since = None
+        state.dirty.clear()
+
+    def unacknowledged_seconds(self, upstream: str, now: float | None = None) -> float:
+        current = self.by_upstream.get(upstream)
+        if current is None or current.unacknowledged_since is None:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - current.unacknowledged_since)
+
+
+def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> Decision:
+    page, fresh = None, False
+    checks = []
+    for s in state.for_upstream(upstream):
+        if s.check.kind == "statuspage":
+            fresh = bool(s.last and s.last.success)
+            if s.last_success is not None:
+                page = s.last_success.details.get("page")
+        else:
+            checks.append(check_view(s))
+    return decide(checks, control, page if isinstance(page, Page) else None, fresh)
