@@ -16,7 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__, logs
-from exporter.config import Config, ConfigError, VerdictConfig, load_file, load_preset, load_text
+from exporter.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    VerdictConfig,
+    load_file,
+    load_preset,
+    load_text,
+)
 
 log = logging.getLogger("exporter")
 
@@ -48,6 +56,9 @@ def exporter_parser() -> argparse.ArgumentParser:
                         metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
     parser.add_argument("--web.config.file", dest="web_config", metavar="PATH",
                         help="TLS and basic auth, exporter-toolkit web-config format")
+    parser.add_argument("--web.read-header-timeout", dest="read_header_timeout", default="10s",
+                        metavar="DURATION", help="close a connection that has not sent a "
+                                                 "complete request this long after connecting")
     parser.add_argument("--demo", action="store_true",
                         help="run the built-in simulator on loopback and watch it: live "
                              "metrics with no network and no key")
@@ -114,9 +125,21 @@ def config_check(path: str | None) -> int:
 
 
 async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
+    from exporter import metrics
+    from exporter.config import parse_duration
     from exporter.runtime import Runtime
-    from exporter.web import make_app
+    from exporter.web import RELOADERS_KEY, SERVER_LIMITS, SlowClientGuard, make_app, reload_all
 
+    try:
+        slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("--web.read-header-timeout", None, "", str(exc))]) from None
+    web_guard = None
+    if args.web_config:
+        from exporter.webconfig import WebGuard
+
+        web_guard = WebGuard(args.web_config)  # raises ConfigError, reported like the config's
+    ssl_context = web_guard.ssl_context if web_guard is not None else None
     demo = None
     loader = config_loader(args.config_file)
     if args.demo:
@@ -128,24 +151,23 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     runtime = Runtime(loader, args.vantage)
     if demo is not None:
         runtime.extra_status["demo"] = demo.describe()
-    ssl_context = None
-    if args.web_config:
-        from exporter import webconfig
-
-        web_config = webconfig.load(args.web_config)
-        ssl_context = web_config.ssl_context()
+    runtime.extra_metrics.append(lambda r, out: r.sample(
+        out, metrics.EXPORTER_ASYNCIO_TASKS, (), float(len(asyncio.all_tasks()))))
+    app = make_app(runtime, slow_clients)
+    if web_guard is not None:
+        web_guard.install(app)  # raises ConfigError for an exempt path that is no endpoint
+        app[RELOADERS_KEY].append(web_guard.reload)
     await runtime.start()
-    app = make_app(runtime)
-    if args.web_config:
-        webconfig.install(app, args.web_config)
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
-                           shutdown_timeout=SHUTDOWN_GRACE)
+                           shutdown_timeout=SHUTDOWN_GRACE, **SERVER_LIMITS)
     await runner.setup()
+    assert runner.server is not None
+    watcher = asyncio.create_task(slow_clients.watch(runner.server), name="slow-client-guard")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGHUP, reload_all, app)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
         await site.start()
@@ -156,6 +178,7 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        watcher.cancel()
         await runner.cleanup()
         await runtime.stop()
         if demo is not None:
@@ -215,7 +238,8 @@ async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
         config = replace(config, vantage=args.vantage)
     # One run decides: no debounce in a one-shot check.
     one_shot = VerdictConfig(outage_after=1, recover_after=1, window=1, degraded_ratio=1.0)
-    config = replace(config, upstreams=tuple(replace(u, verdict=one_shot) for u in config.upstreams))
+    config = replace(config, upstreams=tuple(replace(u, verdict=one_shot) for u in config.upstreams),
+                     control_verdict=one_shot)
     state = StateStore()
     state.sync(config)
     session = new_session()

@@ -135,7 +135,7 @@ class VerdictConfig:
     outage_after: int = 3  # consecutive failed runs before a check counts as down
     recover_after: int = 2  # consecutive good runs before a down check counts as up again
     window: int = 10  # runs looked at for the failure ratio
-    degraded_ratio: float = 0.2  # failures in the window that make a check "degraded"
+    degraded_ratio: float = 0.3  # share of failed runs in the window that makes a check "degraded"
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ class Config:
     modules: Mapping[str, CheckConfig] = field(default_factory=dict)
     vantage: str | None = None
     source: str = "<preset>"
+    control_verdict: VerdictConfig = VerdictConfig()  # the control checks' debounce
 
     def all_checks(self) -> list[CheckConfig]:
         """Every background check, status pages included (as kind 'statuspage')."""

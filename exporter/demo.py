@@ -58,7 +58,7 @@ upstreams:
     statuspage: {{url: "{sim.incidentio_url}", interval: 10s}}
     checks:
       - {{name: api, kind: openai, url: "{sim.openai_url}", mode: keyless}}
-      - {{name: chat, kind: openai, url: "{sim.openai_url}", mode: chat, model: gpt-demo, api_key_env: {DEMO_KEY_ENV}, interval: 10s}}
+      - {{name: chat, kind: openai, url: "{sim.openai_url}", mode: chat, model: gpt-4o-mini, api_key_env: {DEMO_KEY_ENV}, interval: 10s}}
 control:
   - {{name: loopback-tcp, kind: tcp, target: "{host_port}"}}
   - {{name: loopback-http, kind: http, url: "{sim.base_url}/_sim/scenario"}}

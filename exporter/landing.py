@@ -49,6 +49,10 @@ th{color:#57606a;font-weight:600}
 .dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:6px}
 .muted{color:#57606a}.err{font-family:ui-monospace,monospace;font-size:12px;color:#57606a}
 h3{font-size:15px;margin:14px 0 4px}
+.glance{display:flex;flex-wrap:wrap;gap:10px;margin:4px 0 20px}
+.pill{color:#fff;text-decoration:none;border-radius:8px;padding:10px 16px;min-width:170px}
+.pill b{display:block;font-size:13px;opacity:.9;font-weight:500}.pill span{font-size:19px;font-weight:700}
+td.nowrap{white-space:nowrap}
 """
 
 
@@ -80,8 +84,8 @@ def _checks_table(checks: list[dict[str, Any]]) -> str:
             f'<tr><td>{escape(c["name"])}</td><td>{escape(c["kind"])}'
             f'{" / " + escape(c["mode"]) if c.get("mode") else ""}</td>'
             f'<td class="err">{escape(c["target"])}</td>'
-            f'<td class="{result}">{escape(result)}</td><td>{duration}</td>'
-            f'<td>{_age(c.get("age_seconds"))}</td><td class="err">{escape(detail)}</td></tr>')
+            f'<td class="{result}">{escape(result)}</td><td class="nowrap">{duration}</td>'
+            f'<td class="nowrap">{_age(c.get("age_seconds"))}</td><td class="err">{escape(detail)}</td></tr>')
     return ("<table><tr><th>check</th><th>kind</th><th>target</th><th>last result</th>"
             "<th>took</th><th>age</th><th>error</th></tr>" + "".join(rows) + "</table>")
 
@@ -115,6 +119,11 @@ def _page(sp: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _pill(name: str, colour: str, title: str) -> str:
+    return (f'<a class="pill" href="#{escape(name)}" style="background:{colour}">'
+            f"<b>{escape(name)}</b><span>{escape(title)}</span></a>")
+
+
 def render(status: dict[str, Any]) -> str:
     sections = []
     for up in status["upstreams"]:
@@ -135,9 +144,15 @@ def render(status: dict[str, Any]) -> str:
             + "<h3>Our probes</h3>" + _checks_table(up["checks"]) + "</div></section>")
     control = status.get("control") or []
     sections.append(
-        '<section class="up"><div class="banner" style="background:#424a53"><h2>Control targets</h2>'
+        '<section class="up" id="control"><div class="banner" style="background:#424a53"><h2>Control targets</h2>'
         '<span class="q">Independent endpoints: if these fail too, the problem is ours.</span></div>'
         f'<div class="body">{_checks_table(control)}</div></section>')
+    pills = "".join(_pill(up["name"], *COLOURS.get(up["verdict"], COLOURS["unknown"]))
+                    for up in status["upstreams"])
+    control_failing = sum(1 for c in control if c.get("result") == "failed")
+    control_colour = "#1a7f37" if not control_failing else "#6e4c13"
+    pills += (f'<a class="pill" href="#control" style="background:{control_colour}"><b>control targets</b>'
+              f'<span>{len(control) - control_failing} of {len(control)} reachable</span></a>') if control else ""
     vantage = f" · vantage {escape(status['vantage'])}" if status.get("vantage") else ""
     ready = "" if status.get("ready") else ' · <span class="pending">first round running</span>'
     return (
@@ -149,4 +164,4 @@ def render(status: dict[str, Any]) -> str:
         '<a href="/metrics">metrics</a><a href="/api/v1/status">status JSON</a>'
         '<a href="/-/healthy">health</a></nav></header><main>'
         f'<p class="muted">claude-status-exporter {escape(status["version"])}{vantage}{ready}</p>'
-        + "".join(sections) + "</main></body></html>")
+        + f'<div class="glance">{pills}</div>' + "".join(sections) + "</main></body></html>")

@@ -228,6 +228,9 @@ EXPORTER_SCHEDULER_LAG = MetricSpec(
     LAG_BUCKETS)
 EXPORTER_CHECKS = MetricSpec(
     "exporter_checks", "gauge", "Checks scheduled in the background.")
+EXPORTER_ASYNCIO_TASKS = MetricSpec(
+    "exporter_asyncio_tasks", "gauge",
+    "asyncio tasks alive in the exporter: flat in a healthy exporter, growth is a leak.")
 EXPORTER_PROBE_REQUESTS = MetricSpec(
     "exporter_probe_requests_total", "counter",
     "Requests to /probe, by module and outcome (ok, refused, unknown_module, busy).",

@@ -141,7 +141,7 @@ class StateStore:
                 state = self.checks[key] = CheckState(check)
             elif state.check != check:
                 state.check = check  # a changed check restarts; an equal one keeps running
-            state.verdict_cfg = cfgs.get(check.upstream, VerdictConfig())
+            state.verdict_cfg = cfgs.get(check.upstream, config.control_verdict)
             state.version += 1
         self.dirty.update(u.name for u in config.upstreams)
 

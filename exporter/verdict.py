@@ -7,9 +7,9 @@ Rules, first match wins (docs/verdict.md explains them for users):
                       so nothing we see of the provider can be trusted.
 3. ``maintenance``    a linked component is under maintenance (or a maintenance covering it is
                       in progress).
-4. ``own_quota``      an API check's latest answer is 401/402/403 or a spend-limit 429 and the
-                      page shows nothing wrong with the linked components: our account, not
-                      their service.
+4. ``own_quota``      an API check's latest answer is 401/402/403 or a spend-limit 429 (or it
+                      has been rate limited long enough to count as down) and the page shows
+                      nothing wrong with the linked components: our account, not their service.
 5. ``outage``         an API-level check is down, or every check of the upstream is down, or
                       the page shows a partial or major outage of a linked component.
 6. ``degraded``       a check fails often (failure ratio over the window), runs slower than its
@@ -114,8 +114,9 @@ def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page
     incidents = linked_incidents(page, linked)
     page_green = not page_outage and not page_degraded and not incidents
 
+    # A refusal of our account is definitive at once; a rate limit only once it persists.
     quota = [c for c in ran if c.kind in API_KINDS and not c.last_success
-             and c.last_reason in OWN_QUOTA_REASONS]
+             and (c.last_reason in OWN_QUOTA_REASONS or (c.down and c.last_reason == "rate_limited"))]
     if quota and page_green:
         names = ", ".join(f"{c.name} ({c.last_reason})" for c in quota)
         return Decision("own_quota", (
@@ -124,7 +125,7 @@ def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page
 
     primary = [c for c in ran if c.kind in API_KINDS] or ran
     down = [c for c in primary if c.down and c.last_reason not in ANSWERED_REASONS]
-    all_down = bool(ran) and all(c.down for c in ran)
+    all_down = bool(ran) and all(c.down and c.last_reason not in ANSWERED_REASONS for c in ran)
     probes_outage = bool(down) or all_down
     signals: list[str] = []
     decided: list[str] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -15,8 +18,21 @@ from exporter.runtime import Runtime
 log = logging.getLogger("exporter.web")
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
+Reloader = Callable[[], tuple[bool, str]]
+RELOADERS_KEY = web.AppKey("reloaders", list[Reloader])  # runtime first, then the web config
 
 GZIP_MIN_BYTES = 4096
+
+# Limits of the HTTP surface (docs/security.md). No endpoint reads a request body.
+MAX_BODY_BYTES = 64 * 1024  # a larger declared Content-Length is answered 413
+READ_HEADER_TIMEOUT = 10.0  # seconds from connect to a complete first request head
+IDLE_TIMEOUT = 60.0  # keep-alive: idle connections (and slow later requests) close after this
+SERVER_LIMITS: dict[str, Any] = {  # aiohttp server (RequestHandler) settings, for AppRunner
+    "max_line_size": 8190,  # request line: longer is a 400
+    "max_field_size": 8190,  # one header: longer is a 400
+    "max_headers": 64,
+    "keepalive_timeout": IDLE_TIMEOUT,
+}
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -38,8 +54,15 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(status=503, text="Not ready: the first round of checks is running.\n")
 
 
+def reload_all(app: web.Application) -> tuple[bool, str]:
+    """Reload everything reloadable (SIGHUP and POST /-/reload); each part keeps its old
+    settings when its new ones are bad."""
+    results = [reloader() for reloader in app[RELOADERS_KEY]]
+    return all(ok for ok, _ in results), "\n".join(message for _, message in results)
+
+
 async def reload(request: web.Request) -> web.Response:
-    ok, message = request.app[RUNTIME_KEY].reload()
+    ok, message = reload_all(request.app)
     if ok:
         return web.Response(text=message + "\n")
     return web.Response(status=500, text="failed to reload config, keeping the old one:\n"
@@ -62,9 +85,54 @@ async def probe(request: web.Request) -> web.StreamResponse:
     return await handle_probe(request)
 
 
-def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return web.Response(status=413, text=f"request body larger than {MAX_BODY_BYTES} "
+                                             "bytes; no endpoint takes a body\n")
+    return await handler(request)
+
+
+class SlowClientGuard:
+    """Closes connections that have not sent a complete request head ``timeout`` seconds
+    after connecting (slowloris). aiohttp's keepalive_timeout bounds the wait for a later
+    request on a reused connection; nothing in aiohttp before 3.14.4 bounds the first."""
+
+    def __init__(self, timeout: float = READ_HEADER_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._since: dict[object, float] = {}  # connection -> when first seen
+        self._served: set[object] = set()  # connections that completed a request head
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self._served.add(request.protocol)
+        return await handler(request)
+
+    async def watch(self, server: web.Server) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.1, self.timeout / 5))
+            now = loop.time()
+            live = set(server.connections)
+            for conn in live:
+                since = self._since.setdefault(conn, now)
+                if conn not in self._served and now - since > self.timeout:
+                    log.debug("closing a connection that sent no complete request in time",
+                              extra={"timeout": self.timeout})
+                    conn.force_close()
+            for gone in set(self._since) - live:
+                del self._since[gone]
+            self._served &= live
+
+
+def make_app(runtime: Runtime, guard: SlowClientGuard | None = None) -> web.Application:
+    middlewares = [limit_body] if guard is None else [guard.middleware, limit_body]
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[RUNTIME_KEY] = runtime
+    app[RELOADERS_KEY] = [runtime.reload]
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
     app.router.add_get("/", index)

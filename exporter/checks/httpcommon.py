@@ -1,0 +1,739 @@
+"""What the http, anthropic and openai probers share, each done one way only.
+
+- ``Timing``: the phases of one request (resolve, connect, tls, processing, transfer) from an
+  aiohttp ``TraceConfig`` plus a hook on the TLS context that marks where TCP ends and the
+  handshake begins.
+- ``client``: a short-lived session per run with a fresh connection, so every run measures
+  DNS, TCP and TLS (like blackbox_exporter) and honours the check's own TLS settings.
+- ``classify_exception``: a transport failure as one reason of a fixed set.
+- ``ratelimit_samples``, ``retry_after``, ``upstream_service_seconds``: response headers.
+- ``scrub``: keeps API keys out of every text a probe produces.
+- ``ApiRun``: one run of an API probe (status, API error types, tokens, TTFT, token budget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import math
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from exporter import __version__
+from exporter import metrics as m
+from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.sse import Event, SSEError, SSEParser
+
+if TYPE_CHECKING:
+    from exporter.config import CheckConfig
+
+USER_AGENT = f"claude-status-exporter/{__version__}"
+MAX_BODY_BYTES = 10 * 1024 * 1024  # bodies beyond this are not read (http: bad_response)
+MAX_ERROR_BODY_BYTES = 256 * 1024
+
+# -- the fixed reason sets (documented in docs/api-probes.md) ------------------------------
+TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout")
+API_REASONS = (
+    *TRANSPORT_REASONS,
+    "http_5xx",  # 500, 502, 503 (Anthropic), 504 and other 5xx
+    "overloaded",  # 529 or error.type overloaded_error; OpenAI 503
+    "rate_limited",  # 429 rate_limit_error
+    "spend_limit",  # 429 enforced_spend_limit_reached; OpenAI insufficient_quota
+    "auth",  # 401 with a key sent, or no key available to send
+    "billing",  # 402 billing_error, or 400 "credit balance is too low"
+    "permission",  # 403
+    "not_found",  # 404 (an unknown model, a wrong base URL)
+    "bad_request",  # 400 invalid_request_error
+    "bad_response",  # not JSON, the wrong shape, HTML, a keyless probe that got 200
+    "stream_error",  # a 200 stream with an error event, cut short, or without its end marker
+    "http_status",  # any other unexpected status (3xx, 408, 409, 413, 422, ...)
+    "budget_exhausted",  # the daily token budget is spent: no request was sent
+)
+HTTP_REASONS = (
+    *TRANSPORT_REASONS,
+    "status_mismatch",  # the status is not in valid_status_codes (default 2xx)
+    "body_mismatch",  # body_regex, body_not_regex or json_path failed
+    "bad_response",  # the body was cut short or is larger than MAX_BODY_BYTES
+    "auth",  # api_key_env / api_key_file configured but no key could be read
+)
+# error.type values counted by name in probe_api_errors_total; anything else is "other".
+KNOWN_ERROR_TYPES = frozenset({
+    # Anthropic (docs "Errors" and the SDK's ErrorType)
+    "invalid_request_error", "authentication_error", "billing_error", "permission_error",
+    "not_found_error", "conflict_error", "request_too_large", "rate_limit_error",
+    "api_error", "timeout_error", "overloaded_error",
+    # OpenAI-compatible APIs
+    "insufficient_quota", "server_error", "service_unavailable_error", "request_forbidden",
+})
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
+
+# Anything that looks like an API key ("sk-ant-...", "sk-proj-...", OpenAI's masked echo
+# "sk-abc*****wxyz") is cut out of texts, besides the configured key itself.
+_KEYLIKE = re.compile(r"sk-[A-Za-z0-9_*\-]{4,}")
+REDACTED = "[REDACTED]"
+
+
+def scrub(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, REDACTED)
+    return _KEYLIKE.sub(REDACTED, text)
+
+
+def own_deadline(check: CheckConfig) -> float:
+    """A little under the scheduler's timeout, so the prober reports "timeout" itself."""
+    return max(check.timeout * 0.9, check.timeout - 0.5)
+
+
+def api_url(base: str, path: str) -> str:
+    """``base`` may carry a prefix and may already end in /v1 (the OpenAI SDK convention)."""
+    root = base.rstrip("/")
+    if root.endswith("/v1"):
+        root = root[:-3]
+    return root + path
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+class Timing:
+    """Durations of the phases of one request, summed over redirects (as blackbox does)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.durations = dict.fromkeys(PHASES, 0.0)
+        self.sent: float | None = None  # the request (headers and body) was written
+        self.first_sent: float | None = None
+        self.headers_at: float | None = None  # the final response's headers arrived
+        self._dns_start: float | None = None
+        self._conn_start: float | None = None
+        self._after_dns: float | None = None
+        self._tls_start: float | None = None
+        self._done = False
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        tc = aiohttp.TraceConfig()
+
+        async def dns_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            self._dns_start = time.perf_counter()
+
+        async def dns_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            now = time.perf_counter()
+            if self._dns_start is not None:
+                self.durations["resolve"] += now - self._dns_start
+            self._after_dns = now
+
+        async def conn_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            self._conn_start = time.perf_counter()
+            self._after_dns = None
+            self._tls_start = None
+
+        async def conn_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            now = time.perf_counter()
+            base = self._after_dns or self._conn_start or now
+            if self._tls_start is not None:
+                self.durations["connect"] += max(0.0, self._tls_start - base)
+                self.durations["tls"] += now - self._tls_start
+            else:
+                self.durations["connect"] += now - base
+
+        async def sent(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            self.sent = time.perf_counter()
+            if self.first_sent is None:
+                self.first_sent = self.sent
+
+        async def answered(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
+            now = time.perf_counter()
+            if self.sent is not None:
+                self.durations["processing"] += now - self.sent
+            self.headers_at = now
+            self.sent = None
+
+        tc.on_dns_resolvehost_start.append(dns_start)
+        tc.on_dns_resolvehost_end.append(dns_end)
+        tc.on_connection_create_start.append(conn_start)
+        tc.on_connection_create_end.append(conn_end)
+        tc.on_request_headers_sent.append(sent)
+        tc.on_request_chunk_sent.append(sent)
+        tc.on_request_redirect.append(answered)
+        tc.on_request_end.append(answered)
+        return tc
+
+    def tls_started(self) -> None:
+        self._tls_start = time.perf_counter()
+
+    def done(self) -> None:
+        """The body has been read (or reading it failed): ends the transfer phase."""
+        if not self._done and self.headers_at is not None:
+            self.durations["transfer"] = time.perf_counter() - self.headers_at
+        self._done = True
+
+    def samples(self) -> list[Sample]:
+        return [Sample(m.PROBE_HTTP_DURATION, self.durations[p], {"phase": p}) for p in PHASES]
+
+    def describe_wait(self) -> str:
+        """Which part of the exchange a timeout interrupted."""
+        if self.headers_at is not None:
+            return "reading the response body"
+        if self.first_sent is not None:
+            return "waiting for the response headers"
+        if self._tls_start is not None:
+            return "in the TLS handshake"
+        if self._after_dns is not None:
+            return "connecting"
+        return "resolving or connecting"
+
+
+# The run whose connection is being set up; asyncio creates the TLS object inside the
+# awaiting task, so the hook below finds the right Timing even with shared SSL contexts.
+_CURRENT: contextvars.ContextVar[Timing | None] = contextvars.ContextVar(
+    "claude_status_exporter_timing", default=None)
+
+
+class _TimedSSLContext(ssl.SSLContext):
+    """asyncio calls wrap_bio once the TCP connection stands: the start of the handshake."""
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        timing = _CURRENT.get()
+        if timing is not None:
+            timing.tls_started()
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+class CAFileError(OSError):
+    """The configured ca_file cannot be read: reported as reason tls."""
+
+
+_CONTEXTS: dict[tuple[bool, str | None, int], ssl.SSLContext] = {}
+
+
+def ssl_context(check: CheckConfig) -> ssl.SSLContext:
+    """The check's TLS settings. Loading a CA store costs ~15 ms of CPU, so contexts are
+    shared; a changed ca_file (new mtime) gets a new one."""
+    ca_file = None if check.insecure_skip_verify else check.ca_file
+    try:
+        stamp = os.stat(ca_file).st_mtime_ns if ca_file else 0
+    except OSError as exc:
+        raise CAFileError(f"cannot read ca_file {ca_file}: {exc.strerror or exc}") from None
+    key = (check.insecure_skip_verify, ca_file, stamp)
+    if (ctx := _CONTEXTS.get(key)) is not None:
+        return ctx
+    ctx = _TimedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if check.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif ca_file:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            raise CAFileError(f"cannot load ca_file {ca_file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if len(_CONTEXTS) >= 64:
+        _CONTEXTS.clear()
+    _CONTEXTS[key] = ctx
+    return ctx
+
+
+@asynccontextmanager
+async def client(check: CheckConfig, timing: Timing) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session with one fresh connection; proxies from the environment are not used so the
+    probe measures the direct path."""
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context(check), family=FAMILIES.get(check.ip_protocol, socket.AF_UNSPEC),
+        force_close=True, use_dns_cache=False, limit=2,
+    )
+    token = _CURRENT.set(timing)
+    try:
+        async with aiohttp.ClientSession(
+            connector=connector, trace_configs=[timing.trace_config()],
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        ) as session:
+            yield session
+    finally:
+        _CURRENT.reset(token)
+
+
+# -- classifying transport failures -------------------------------------------------------------
+
+
+def classify_exception(exc: BaseException, timing: Timing, *, streaming: bool,
+                       elapsed: float) -> tuple[str, str]:
+    """``(reason, message)`` for an exception raised while talking to the target.
+
+    Exceptions that are not about the target (programming errors) are not classified:
+    the caller re-raises them and the scheduler reports reason ``internal``.
+    """
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"timed out after {elapsed:.2f}s {timing.describe_wait()}"
+    if isinstance(exc, CAFileError):
+        return "tls", str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        os_error = exc.os_error
+        if isinstance(exc, aiohttp.ClientSSLError) or isinstance(os_error, ssl.SSLError):
+            return "tls", f"TLS handshake with {where} failed: {_ssl_text(exc)}"
+        if isinstance(os_error, socket.gaierror):
+            return "dns", f"cannot resolve {exc.host}: {os_error.strerror or os_error}"
+        why = os.strerror(os_error.errno) if os_error.errno else os_error.strerror or os_error
+        return "connect", f"cannot connect to {where}: {why}"
+    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+        return "tls", f"TLS failed: {_ssl_text(exc)}"
+    if isinstance(exc, SSEError):
+        return "stream_error", f"malformed event stream: {exc}"
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        what = exc.__class__.__name__
+        detail = str(exc) or "no detail"
+        if timing.headers_at is None:
+            return "connect", f"connection failed before a response ({what}: {detail})"
+        if streaming:
+            return "stream_error", f"stream broken after {elapsed:.2f}s ({what}: {detail})"
+        return "bad_response", f"response body cut short ({what}: {detail})"
+    raise exc
+
+
+def _ssl_text(exc: BaseException) -> str:
+    inner = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    verify = getattr(inner, "verify_message", None)
+    return str(verify or inner or inner.__class__.__name__)
+
+
+# -- response headers ---------------------------------------------------------------------------
+
+_ANTHROPIC_RATELIMIT = re.compile(
+    r"^anthropic-(ratelimit|priority)-(requests|tokens|input-tokens|output-tokens)-"
+    r"(limit|remaining|reset)$")
+_OPENAI_RATELIMIT = re.compile(r"^x-ratelimit-(limit|remaining|reset)-(requests|tokens)$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|s|m|h))+$")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
+                   "ns": 1e-9}
+
+
+def parse_duration(text: str) -> float | None:
+    """Go-style durations as OpenAI sends them: "12ms", "1m30s", "6m0s", "0.5s"."""
+    text = text.strip()
+    if not _DURATION.match(text):
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def parse_reset(text: str, now: float) -> float | None:
+    """A reset header as Unix time: RFC 3339 (Anthropic) or a duration from now (OpenAI)."""
+    text = text.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    seconds = parse_duration(text)
+    if seconds is None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            return None
+    return now + seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def ratelimit_samples(headers: Mapping[str, str], now: float) -> list[Sample]:
+    """probe_api_ratelimit_{limit,remaining,reset_timestamp_seconds}{resource} from either
+    header family; values that do not parse (or are negative, as some proxies send) are
+    left out."""
+    specs = {"limit": m.PROBE_API_RATELIMIT_LIMIT, "remaining": m.PROBE_API_RATELIMIT_REMAINING,
+             "reset": m.PROBE_API_RATELIMIT_RESET}
+    found: dict[tuple[str, str], float] = {}
+    for name, value in headers.items():
+        lname = name.lower()
+        if match := _ANTHROPIC_RATELIMIT.match(lname):
+            family, resource, field = match.groups()
+            resource = resource.replace("-", "_")
+            if family == "priority":
+                resource = "priority_" + resource
+        elif match := _OPENAI_RATELIMIT.match(lname):
+            field, resource = match.groups()
+        else:
+            continue
+        parsed = parse_reset(value, now) if field == "reset" else _number(value)
+        if parsed is not None:
+            found[(field, resource)] = parsed
+    return [Sample(specs[field], value, {"resource": resource})
+            for (field, resource), value in sorted(found.items())]
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait: retry-after-ms, else retry-after as seconds or an HTTP date."""
+    if (ms := headers.get("retry-after-ms")) is not None and (value := _number(ms)) is not None:
+        return value / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    if (value := _number(raw)) is not None:
+        return value
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
+
+
+def upstream_service_seconds(headers: Mapping[str, str]) -> float | None:
+    for name in ("x-envoy-upstream-service-time", "openai-processing-ms"):
+        raw = headers.get(name)
+        if raw is not None and (value := _number(raw)) is not None:
+            return value / 1000.0
+    return None
+
+
+# -- the daily token budget ------------------------------------------------------------------------
+
+
+def estimate_tokens(prompt: str, max_tokens: int) -> int:
+    """A deliberately high guess of what one paid probe spends: about 3 bytes per token for
+    the prompt, 10 tokens of message framing, and every allowed output token."""
+    return math.ceil(len(prompt.encode("utf-8")) / 3) + 10 + max_tokens
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def budget_entry(ctx: ProbeContext) -> dict[str, Any]:
+    """The spend of the current UTC day, kept in the check's memo."""
+    entry: dict[str, Any] = ctx.memo.setdefault("token_budget", {})
+    today = _today()
+    if entry.get("day") != today:
+        entry.clear()
+        entry.update(day=today, spent=0, warned=False)
+    return entry
+
+
+# -- one run of an API probe -------------------------------------------------------------------------
+
+
+class StreamFailure(Exception):
+    """The stream reported an error or ended badly; the message is safe to show."""
+
+
+class ApiRun:
+    """Collects everything one API probe run learns, and turns it into a Result.
+
+    ``send`` performs the single request (no retries: a retry would hide the failure being
+    measured) and hands the response to a mode's handler, which returns ``self.succeed()``
+    or ``self.fail(...)``; ``reject`` classifies an error response.
+    """
+
+    def __init__(self, check: CheckConfig, ctx: ProbeContext, flavor: str, *, paid: bool) -> None:
+        self.check = check
+        self.ctx = ctx
+        self.flavor = flavor
+        self.paid = paid
+        self.secret: str | None = None
+        self.timing = Timing()
+        self.lines: list[str] = []
+        self.status = 0
+        self.error_type: str | None = None
+        self.error_counts: dict[str, int] = {}
+        self.backoff: float | None = None
+        self.header_samples: list[Sample] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.first_text_at: float | None = None
+        self.last_text_at: float | None = None
+        self.estimate = estimate_tokens(check.prompt, check.max_tokens) if paid else 0
+
+    # logging and error types
+    def log(self, message: str) -> None:
+        line = scrub(message, self.secret)
+        self.lines.append(line)
+        self.ctx.log(line)
+
+    def api_error(self, error: Any) -> None:
+        """Count the API's own error.type (unknown types as "other")."""
+        raw = error.get("type") if isinstance(error, dict) else None
+        if not isinstance(raw, str) or not raw:
+            return
+        kind = raw if raw in KNOWN_ERROR_TYPES else "other"
+        self.error_type = kind
+        self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
+
+    # the exchange
+    async def send(self, method: str, path: str, headers: dict[str, str],
+                   payload: Mapping[str, Any] | None,
+                   handle: Callable[[aiohttp.ClientResponse], Awaitable[Result]]) -> Result:
+        if self.paid and (refused := self._budget_refuses()) is not None:
+            return refused
+        url = api_url(self.check.url or "", path)
+        streaming = bool(payload and payload.get("stream"))
+        try:
+            async with (
+                asyncio.timeout(own_deadline(self.check)),
+                client(self.check, self.timing) as session,
+                session.request(method, url, headers=headers, json=payload,
+                                allow_redirects=False) as resp,
+            ):
+                self._read_headers(resp)
+                try:
+                    return await handle(resp)
+                finally:
+                    self.timing.done()
+        except StreamFailure as exc:
+            return self.fail("stream_error", str(exc))
+        except json.JSONDecodeError:
+            return self.fail("bad_response", "response is not JSON")
+        except BodyTooLarge as exc:
+            return self.fail("bad_response", str(exc))
+        except (aiohttp.ClientError, OSError, TimeoutError, SSEError) as exc:
+            elapsed = time.perf_counter() - self.timing.started
+            reason, message = classify_exception(exc, self.timing, streaming=streaming,
+                                                 elapsed=elapsed)
+            return self.fail(reason, message)
+
+    def _read_headers(self, resp: aiohttp.ClientResponse) -> None:
+        self.status = resp.status
+        headers = resp.headers
+        now = time.time()
+        request_id = headers.get("request-id") or headers.get("x-request-id")
+        self.log(f"{resp.method} {resp.url.path} -> HTTP {resp.status}"
+                 + (f" request-id={request_id}" if request_id else ""))
+        self.header_samples.extend(ratelimit_samples(headers, now))
+        wait = retry_after(headers, now)
+        if wait is not None:
+            self.backoff = wait
+            self.log(f"retry-after {wait:g}s")
+        service = upstream_service_seconds(headers)
+        if service is not None:
+            self.header_samples.append(Sample(m.PROBE_API_UPSTREAM_SERVICE_TIME, service))
+
+    async def read_json(self, resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> Any:
+        """The body as JSON; raises json.JSONDecodeError (→ bad_response) if it is not."""
+        body = await read_body(resp, limit)
+        return json.loads(body.decode("utf-8", "replace")) if body else None
+
+    async def reject(self, resp: aiohttp.ClientResponse) -> Result:
+        """A response that is not the success the mode expects: classify it."""
+        try:
+            body = await read_body(resp, MAX_ERROR_BODY_BYTES)
+            doc = json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, BodyTooLarge):
+            doc = None
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if not isinstance(error, dict):
+            error = None
+        if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
+            self.log(f"request_id={doc['request_id']}")
+        self.api_error(error)
+        reason = classify_status(self.flavor, resp.status, error)
+        shown = f"HTTP {resp.status}"
+        if error is not None:
+            shown += f" {error.get('type') or ''}: {str(error.get('message') or '')[:200]}"
+        elif doc is None:
+            shown += " (not JSON)" if resp.status != 200 else " with a body that is not JSON"
+        return self.fail(reason, shown.strip())
+
+    def no_key(self) -> Result:
+        source = self.check.api_key_env or self.check.api_key_file or "api_key_env"
+        return self.fail("auth", f"no API key available from {source}; no request sent")
+
+    async def expect_models(self, resp: aiohttp.ClientResponse) -> Result:
+        """A models list: a JSON object whose ``data`` is a list of objects with an id."""
+        if resp.status != 200:
+            return await self.reject(resp)
+        doc = await self.read_json(resp)
+        data = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(data, list) or not all(isinstance(x, dict) and "id" in x for x in data):
+            return self.fail("bad_response", "models list without a data array of models")
+        return self.succeed()
+
+    async def expect_stream(self, resp: aiohttp.ClientResponse,
+                            on_event: Callable[[Event], bool]) -> Result:
+        """A 200 event stream that ``on_event`` sees through to its end marker."""
+        if resp.status != 200:
+            return await self.reject(resp)
+        if resp.content_type != "text/event-stream":
+            return self.fail("bad_response", f"HTTP 200 with {resp.content_type or 'no content type'}"
+                                             ", not an event stream")
+        await self._consume_sse(resp, on_event)
+        return self.succeed()
+
+    def stream_error(self, error: Any) -> StreamFailure:
+        """An error the API reported inside a 200 stream: counted, and a failure to raise."""
+        self.api_error(error)
+        etype = error.get("type") if isinstance(error, dict) else None
+        message = str(error.get("message") or "")[:200] if isinstance(error, dict) else ""
+        return StreamFailure(f"error in the stream after HTTP 200: {etype or 'unknown'}: {message}")
+
+    async def _consume_sse(self, resp: aiohttp.ClientResponse,
+                           on_event: Callable[[Event], bool]) -> None:
+        parser = SSEParser()
+        received = 0
+        async for chunk in resp.content.iter_any():
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                raise StreamFailure(f"stream larger than {MAX_BODY_BYTES} bytes")
+            for event in parser.feed(chunk):
+                if on_event(event):
+                    return
+        raise StreamFailure("stream ended before its end marker"
+                            + (" (mid-event)" if parser.pending else ""))
+
+    def text_arrived(self) -> None:
+        now = time.perf_counter()
+        if self.first_text_at is None:
+            self.first_text_at = now
+        self.last_text_at = now
+
+    # the budget
+    def _budget_refuses(self) -> Result | None:
+        budget = self.check.daily_token_budget
+        if budget is None:
+            return None
+        entry = budget_entry(self.ctx)
+        if entry["spent"] + self.estimate <= budget:
+            return None
+        if not entry["warned"]:
+            entry["warned"] = True
+            self.ctx.logger.warning(
+                "check %s/%s: daily token budget of %d tokens is spent (%d used); paid probes "
+                "pause until 00:00 UTC", self.check.upstream, self.check.name, budget,
+                entry["spent"])
+        return self.fail("budget_exhausted",
+                         f"daily token budget spent ({entry['spent']} of {budget} tokens); "
+                         "no request sent")
+
+    def _spend(self) -> None:
+        if not self.paid or self.status != 200:
+            return  # error answers are not billed
+        if self.input_tokens is None and self.output_tokens is None:
+            spent = self.estimate  # a cut stream: assume the worst
+        else:
+            spent = (self.input_tokens or 0) + (self.output_tokens or 0)
+        if self.check.daily_token_budget is not None:
+            budget_entry(self.ctx)["spent"] += spent
+
+    # results
+    def succeed(self) -> Result:
+        return self._result(True, "", "")
+
+    def fail(self, reason: str, error: str) -> Result:
+        return self._result(False, reason, error)
+
+    def _result(self, success: bool, reason: str, error: str) -> Result:
+        assert reason in API_REASONS or success, reason
+        self.timing.done()
+        self._spend()
+        if reason:
+            self.log(f"failed: {reason}: {error}")
+        gauges = [Sample(m.PROBE_HTTP_STATUS_CODE, float(self.status)),
+                  Sample(m.PROBE_API_RETRY_AFTER, self.backoff or 0.0),
+                  *self.timing.samples(), *self.header_samples]
+        observations: list[Sample] = []
+        start = self.timing.first_sent or self.timing.started
+        if self.first_text_at is not None:
+            observations.append(Sample(m.PROBE_API_TTFT, self.first_text_at - start))
+            span = (self.last_text_at or self.first_text_at) - self.first_text_at
+            if success and self.output_tokens and self.output_tokens > 1 and span > 0:
+                gauges.append(Sample(m.PROBE_API_OUTPUT_TOKENS_PER_SECOND,
+                                     (self.output_tokens - 1) / span))
+        budget = self.check.daily_token_budget
+        if budget is not None:
+            entry = budget_entry(self.ctx)
+            gauges.append(Sample(m.PROBE_API_BUDGET_REMAINING,
+                                 float(max(0, budget - entry["spent"]))))
+            gauges.append(Sample(m.PROBE_API_BUDGET_EXHAUSTED,
+                                 1.0 if reason == "budget_exhausted" else 0.0))
+        counters = [Sample(m.PROBE_API_ERRORS, float(n), {"error_type": t})
+                    for t, n in sorted(self.error_counts.items())]
+        for direction, tokens in (("input", self.input_tokens), ("output", self.output_tokens)):
+            if tokens:
+                counters.append(Sample(m.PROBE_API_TOKENS, float(tokens), {"direction": direction}))
+        details: dict[str, Any] = {"http_status": self.status, "error_type": self.error_type,
+                                   "reason": reason}
+        if self.backoff is not None:
+            details["backoff_seconds"] = self.backoff
+        return Result(
+            success=success,
+            duration_seconds=time.perf_counter() - self.timing.started,
+            reason=reason,
+            error=scrub(error, self.secret),
+            gauges=tuple(gauges),
+            counters=tuple(counters),
+            observations=tuple(observations),
+            details=details,
+            log=tuple(self.lines),
+        )
+
+
+def classify_status(flavor: str, status: int, error: Mapping[str, Any] | None) -> str:
+    """One reason for an HTTP answer that is not the expected success."""
+    error = error or {}
+    etype = str(error.get("type") or "")
+    details = error.get("details")
+    code = str(details.get("error_code") or "") if isinstance(details, dict) else ""
+    code = code or str(error.get("code") or "")
+    message = str(error.get("message") or "").lower()
+    if code in ("enforced_spend_limit_reached", "insufficient_quota") or etype == "insufficient_quota":
+        return "spend_limit"
+    if status == 529 or etype == "overloaded_error":
+        return "overloaded"
+    if flavor == "openai" and (status == 503 or (status == 429 and "overloaded" in message)):
+        return "overloaded"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "http_5xx"
+    if status == 400 and "credit balance" in message:
+        return "billing"
+    by_status = {401: "auth", 402: "billing", 403: "permission", 404: "not_found",
+                 400: "bad_request"}
+    if status == 200:
+        return "bad_response"
+    return by_status.get(status, "http_status")
+
+
+class BodyTooLarge(Exception):
+    """The body exceeds the limit the caller set; it was not read to the end."""
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

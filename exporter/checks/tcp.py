@@ -1,0 +1,171 @@
+"""kind: tcp. Resolve the target, then open a TCP connection to it and close it again.
+
+Without ``per_address`` the first address the resolver prefers is tried, as a client would.
+With ``per_address`` every resolved address is tried at the same time; the run succeeds only
+when all of them connect, and ``probe_address_success{address}`` tells which did.
+
+Failure reasons: dns (the name does not resolve), connect (refused, unreachable, reset),
+timeout (no answer within the check's timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from exporter import metrics as m
+from exporter.checks import ProbeContext, Result, Sample, failure
+from exporter.checks.resolve import (
+    Resolved,
+    ResolveError,
+    address_hash,
+    budget,
+    ip_version,
+    resolve,
+    split_host_port,
+)
+from exporter.config import CheckConfig
+
+REASONS = ("dns", "connect", "timeout")
+CLOSE_WAIT = 0.5  # seconds to wait for a polite close before abandoning the connection
+
+
+class PhaseError(Exception):
+    """A failed phase of a connection attempt, already classified."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Attempt:
+    """One address's outcome, with the phase timings that were reached."""
+
+    address: str
+    ok: bool = False
+    reason: str = ""
+    error: str = ""
+    gauges: list[Sample] = field(default_factory=list)
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+def describe_os_error(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "no route to host" if exc.errno == errno.EHOSTUNREACH else "network unreachable"
+    return exc.strerror or exc.__class__.__name__
+
+
+async def open_tcp(address: str, port: int, limit: float,
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+    """Connect; returns the stream pair and the connect time, or raises PhaseError."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            reader, writer = await asyncio.open_connection(address, port)
+    except TimeoutError:
+        raise PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
+                                    f"{limit:.3g}s") from None
+    except OSError as exc:
+        raise PhaseError("connect", f"TCP connect to {_where(address, port)}: "
+                                    f"{describe_os_error(exc)}") from None
+    return reader, writer, time.perf_counter() - start
+
+
+async def close_quietly(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_WAIT):
+            await writer.wait_closed()
+
+
+def _where(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+async def _connect_only(check: CheckConfig, address: str, port: int, limit: float,
+                        ctx: ProbeContext) -> Attempt:
+    attempt = Attempt(address)
+    try:
+        _, writer, seconds = await open_tcp(address, port, limit)
+    except PhaseError as exc:
+        attempt.reason, attempt.error = exc.reason, exc.message
+        ctx.log(exc.message)
+        return attempt
+    attempt.gauges.append(Sample(m.PROBE_TCP_CONNECT, seconds))
+    ctx.log(f"connected to {_where(address, port)} in {seconds * 1000:.2f} ms")
+    await close_quietly(writer)
+    attempt.ok = True
+    return attempt
+
+
+Connector = Callable[[CheckConfig, str, int, float, ProbeContext], Awaitable[Attempt]]
+
+
+async def run(check: CheckConfig, ctx: ProbeContext, connector: Connector) -> Result:
+    """Resolve, then run ``connector`` on one address or, with per_address, on all of them.
+
+    Shared by tcp and tls: the connector does the per-address work and its own timing.
+    """
+    start = time.perf_counter()
+    deadline = start + budget(check)
+    assert check.target is not None, "the config requires a target"
+    host, port = split_host_port(check.target)
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+            resolved = await resolve(host, check.ip_protocol)
+    except ResolveError as exc:
+        ctx.log(str(exc))
+        return failure(start, "dns", str(exc))
+    except TimeoutError:
+        message = f"DNS lookup of {host} timed out"
+        ctx.log(message)
+        return failure(start, "timeout", message)
+    if resolved.addresses != (host,):
+        ctx.log(f"resolved {host} to {', '.join(resolved.addresses)} "
+                f"in {resolved.seconds * 1000:.2f} ms")
+
+    targets = resolved.addresses if check.per_address else resolved.addresses[:1]
+    remaining = max(0.0, deadline - time.perf_counter())
+    attempts = await asyncio.gather(
+        *(connector(check, address, port, remaining, ctx) for address in targets))
+    return _result(check, start, resolved, list(attempts))
+
+
+def _result(check: CheckConfig, start: float, resolved: Resolved,
+            attempts: list[Attempt]) -> Result:
+    primary = attempts[0]
+    gauges = [Sample(m.PROBE_DNS_LOOKUP_TIME, resolved.seconds),
+              Sample(m.PROBE_IP_ADDR_HASH, address_hash(resolved.addresses)),
+              Sample(m.PROBE_IP_PROTOCOL, float(ip_version(primary.address))),
+              *primary.gauges]
+    if check.per_address:
+        gauges.extend(Sample(m.PROBE_ADDRESS_SUCCESS, 1.0 if a.ok else 0.0,
+                             {"address": a.address}) for a in attempts)
+    failed = [a for a in attempts if not a.ok]
+    details: dict[str, object] = {
+        "addresses": list(resolved.addresses),
+        "failed_addresses": [a.address for a in failed],
+        **primary.facts,
+    }
+    if not failed:
+        return Result(True, time.perf_counter() - start, gauges=tuple(gauges),
+                      details=details)
+    first = failed[0]
+    error = first.error
+    if len(attempts) > 1:
+        error = f"{len(failed)} of {len(attempts)} addresses failed; first: {first.error}"
+    return failure(start, first.reason, error, gauges=tuple(gauges), details=details)
+
+
+async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+    return await run(check, ctx, _connect_only)

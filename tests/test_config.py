@@ -1,0 +1,192 @@
+"""The config is strict: every error names its dotted path and line, and all are reported at once."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from exporter import config as cfg
+from tests.conftest import EXPORTER
+
+BASE = """\
+upstreams:
+  claude:
+    statuspage: {url: "http://127.0.0.1:1/status"}
+"""
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load_text(textwrap.dedent(text), "c.yml")
+    return [str(i) for i in info.value.issues]
+
+
+BAD = [
+    ("unknown top-level key",
+     "upstreams: {}\nupstream: {}\n",
+     "c.yml:2: upstream: unknown key (allowed: control, defaults, modules, upstreams, vantage)"),
+    ("duplicate key",
+     "defaults: {interval: 30s}\ndefaults: {interval: 10s}\n",
+     "c.yml:2: defaults: duplicate key"),
+    ("bad duration",
+     BASE + "defaults: {interval: 30 seconds}\n",
+     'c.yml:4: defaults.interval: must be a duration such as "30s" or "1m30s" (got \'30 seconds\')'),
+    ("zero duration",
+     BASE + "defaults: {timeout: 0s}\n",
+     "c.yml:4: defaults.timeout: must be a positive duration (got '0s')"),
+    ("bad url scheme",
+     "upstreams:\n  claude:\n    statuspage: {url: ftp://example.com}\n",
+     "c.yml:3: upstreams.claude.statuspage.url: must be an http:// or https:// URL with a host "
+     "(got 'ftp://example.com')"),
+    ("credentials in a url",
+     "upstreams:\n  claude:\n    statuspage: {url: 'https://u:p@example.com'}\n",
+     "c.yml:3: upstreams.claude.statuspage.url: inline secrets are not allowed: remove the "
+     "user:password from the URL and use api_key_env or api_key_file"),
+    ("inline api key",
+     BASE + "    checks:\n      - {name: api, kind: anthropic, mode: models, api_key: sk-ant-abc}\n",
+     "c.yml:5: upstreams.claude.checks[0].api_key: inline secrets are not allowed: use "
+     "api_key_env (an environment variable) or api_key_file"),
+    ("inline authorization header",
+     BASE + "    checks:\n      - name: h\n        kind: http\n        url: http://127.0.0.1/\n"
+            "        headers: {Authorization: Bearer abc}\n",
+     "c.yml:8: upstreams.claude.checks[0].headers: inline secrets are not allowed: header "
+     "Authorization must come from api_key_env or api_key_file (with api_key_header)"),
+    ("wrong type",
+     BASE + "    checks:\n      - {name: i, kind: icmp, target: 127.0.0.1, packets: many}\n",
+     "c.yml:5: upstreams.claude.checks[0].packets: must be an integer from 1 to 100 (got 'many')"),
+    ("unknown kind",
+     BASE + "    checks:\n      - {name: x, kind: gopher}\n",
+     "c.yml:5: upstreams.claude.checks[0].kind: must be one of anthropic, openai, http, tcp, tls, "
+     "icmp, dns (got 'gopher')"),
+    ("key of another kind",
+     BASE + "    checks:\n      - {name: t, kind: tcp, target: '127.0.0.1:1', packets: 3}\n",
+     "c.yml:5: upstreams.claude.checks[0].packets: unknown key (allowed: component, "
+     "degraded_latency, interval, ip_protocol, kind, name, per_address, target, timeout)"),
+    ("duplicate check name",
+     BASE + "    checks:\n      - {name: a, kind: tcp, target: '127.0.0.1:1'}\n"
+            "      - {name: a, kind: tcp, target: '127.0.0.1:2'}\n",
+     'c.yml:6: upstreams.claude.checks[1].name: duplicate check name "a" '
+     "(also at upstreams.claude.checks[0])"),
+    ("reserved upstream name",
+     "upstreams:\n  control:\n    statuspage: {url: 'http://127.0.0.1/'}\n",
+     'c.yml:2: upstreams.control: "control" is reserved for the control checks; '
+     "choose another upstream name"),
+    ("missing target",
+     BASE + "    checks:\n      - {name: t, kind: tcp}\n",
+     "c.yml:5: upstreams.claude.checks[0]: missing required key target for kind tcp"),
+    ("bad host:port",
+     BASE + "    checks:\n      - {name: t, kind: tcp, target: example.com}\n",
+     "c.yml:5: upstreams.claude.checks[0].target: must be \"host:port\" with a port from 1 to "
+     "65535 (got 'example.com')"),
+    ("timeout above interval",
+     BASE + "    checks:\n      - {name: t, kind: tcp, target: '127.0.0.1:1', interval: 5s, "
+            "timeout: 10s}\n",
+     "c.yml:5: upstreams.claude.checks[0].timeout: must not exceed the interval (10s > 5s)"),
+    ("paid mode without a key",
+     BASE + "    checks:\n      - {name: m, kind: anthropic, mode: messages, model: m}\n",
+     "c.yml:5: upstreams.claude.checks[0].mode: mode messages needs api_key_env or api_key_file"),
+    ("module without allowed_targets",
+     "modules:\n  http_2xx: {kind: http}\n",
+     "c.yml:2: modules.http_2xx: missing required key allowed_targets (a /probe module must say "
+     "which targets it may reach)"),
+    ("keyed module with a wildcard host",
+     "modules:\n  api:\n    kind: anthropic\n    mode: models\n    api_key_env: K\n"
+     "    allowed_targets: ['https://*.example.com']\n",
+     "c.yml:6: modules.api.allowed_targets[0]: a module that carries an API key may only name "
+     "exact hosts, no wildcards"),
+    ("bad regex",
+     BASE + "    checks:\n      - {name: h, kind: http, url: 'http://127.0.0.1/', body_regex: '('}\n",
+     "c.yml:5: upstreams.claude.checks[0].body_regex: is not a valid regular expression: missing ), "
+     "unterminated subpattern at position 0"),
+    ("invalid YAML",
+     "upstreams: {claude: [\n",
+     "c.yml:2: invalid YAML: expected the node content, but found '<stream end>'"),
+    ("upstream with nothing to watch",
+     "upstreams:\n  claude: {}\n",
+     "c.yml:2: upstreams.claude: needs a statuspage, checks, or both"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_each_error_names_its_path_and_line(case: str, text: str, expected: str) -> None:
+    assert expected in errors(text), case
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    found = errors("""\
+        vantage: "bad vantage!"
+        upstreams:
+          claude:
+            statuspage: {url: nope, interval: soon}
+            checks:
+              - {name: a, kind: tcp}
+        control: 5
+        """)
+    assert [e.split(": ")[0] + ": " + e.split(": ")[1] for e in found] == [
+        "c.yml:1: vantage",
+        "c.yml:4: upstreams.claude.statuspage.url",
+        "c.yml:4: upstreams.claude.statuspage.interval",
+        "c.yml:6: upstreams.claude.checks[0]",
+        "c.yml:7: control",
+    ]
+
+
+def test_the_bundled_preset_validates() -> None:
+    preset = cfg.load_preset()
+    claude = preset.upstream("claude")
+    assert claude is not None and claude.statuspage is not None
+    assert claude.statuspage.summary_url == "https://status.claude.com/api/v2/summary.json"
+    assert {c.kind for c in claude.checks} == {"anthropic", "dns", "tcp", "tls", "icmp"}
+    assert all(c.mode == "keyless" for c in claude.checks if c.kind == "anthropic")
+    assert len(preset.control) >= 2
+
+
+def test_defaults_apply_to_checks_without_their_own() -> None:
+    config = cfg.load_text("defaults: {interval: 1m, timeout: 5s}\n" + BASE
+                           + "    checks:\n      - {name: t, kind: tcp, target: '127.0.0.1:1'}\n", "c.yml")
+    check = config.upstreams[0].checks[0]
+    assert (check.interval, check.timeout) == (60.0, 5.0)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5), ("30s", 30.0), ("1m30s", 90.0), ("2h", 7200.0), ("1d", 86400.0), (15, 15.0),
+])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert cfg.parse_duration(text) == seconds
+
+
+def test_a_secret_value_is_never_echoed_in_an_error() -> None:
+    found = errors(BASE + "    checks:\n      - {name: a, kind: anthropic, mode: models, "
+                          "token: sk-ant-api03-SECRETVALUE}\n")
+    assert found and all("SECRETVALUE" not in e for e in found)
+
+
+def run_config_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    return subprocess.run([EXPORTER, f"--config.file={path}", "--config.check"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_config_check_exits_1_and_prints_every_error(tmp_path: Path) -> None:
+    proc = run_config_check(tmp_path, "upstreams:\n  control: {}\nbogus: 1\n")
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert any(line.endswith('upstreams.control: "control" is reserved for the control checks; '
+                             "choose another upstream name") for line in lines)
+    assert any("bogus: unknown key" in line for line in lines)
+
+
+def test_config_check_exits_0_for_a_valid_file(tmp_path: Path) -> None:
+    proc = run_config_check(tmp_path, BASE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK (1 upstreams, 1 checks, 0 /probe modules)" in proc.stdout
+
+
+def test_config_check_without_a_file_checks_the_preset() -> None:
+    proc = subprocess.run([EXPORTER, "--config.check"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("<claude preset>: OK")

@@ -1,0 +1,188 @@
+"""The verdict rules, one behaviour per row: given these signals, this is the answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.checks import Result
+from exporter.checks.statuspage import Component, Incident, Maintenance, Page
+from exporter.config import CheckConfig, Config, UpstreamConfig, VerdictConfig
+from exporter.state import StateStore
+from exporter.verdict import CheckView, Verdicts, decide
+
+API = "k8w3r06qmzrp"
+
+
+def view(name: str = "api", kind: str = "anthropic", *, down: bool = False, ok: bool = True,
+         reason: str = "", intermittent: bool = False, slow: bool = False,
+         component: str | None = API) -> CheckView:
+    return CheckView(name=name, kind=kind, component=component, ran=True, down=down,
+                     last_success=ok, last_reason=reason, failure_ratio=0.4 if intermittent else 0.0,
+                     intermittent=intermittent, slow=slow)
+
+
+def page(status: str = "operational", *, incident: str | None = None,
+         maintenance: str | None = None) -> Page:
+    incidents = ()
+    if incident:
+        incidents = (Incident("inc1", "Elevated errors", incident, "investigating", "", (API,)),)
+    maintenances = ()
+    if maintenance:
+        maintenances = (Maintenance("m1", "Planned work", maintenance, None, None, (API,)),)
+    return Page(indicator="none", components={API: Component(API, "Claude API", "", status)},
+                incidents=incidents, maintenances=maintenances)
+
+
+GREEN = page()
+CONTROL_OK = [view("cf", "tcp", component=None), view("g", "http", component=None)]
+CONTROL_CUT = [view("cf", "tcp", down=True, ok=False, reason="timeout", component=None),
+               view("g", "http", down=True, ok=False, reason="connect", component=None)]
+
+CASES = [
+    # (name, checks, control, page, expected verdict)
+    ("nothing ran yet", [], [], None, "unknown"),
+    ("all good", [view()], CONTROL_OK, GREEN, "operational"),
+    ("control targets cut", [view(down=True, ok=False, reason="timeout")], CONTROL_CUT, GREEN,
+     "local_network"),
+    ("one of two control checks down still counts", [view()],
+     [CONTROL_CUT[0], CONTROL_OK[1]], GREEN, "local_network"),
+    ("maintenance on a linked component", [view(down=True, ok=False, reason="http_5xx")], CONTROL_OK,
+     page("under_maintenance"), "maintenance"),
+    ("maintenance in progress by schedule", [view()], CONTROL_OK,
+     page(maintenance="in_progress"), "maintenance"),
+    ("scheduled maintenance is not yet maintenance", [view()], CONTROL_OK,
+     page(maintenance="scheduled"), "operational"),
+    ("401 with a key while the page is green", [view(ok=False, reason="auth")], CONTROL_OK, GREEN,
+     "own_quota"),
+    ("spend-limit 429 while the page is green", [view(ok=False, reason="spend_limit")], CONTROL_OK,
+     GREEN, "own_quota"),
+    ("403 permission while the page is green", [view(ok=False, reason="permission")], CONTROL_OK,
+     GREEN, "own_quota"),
+    ("page green but the API is overloaded", [view(down=True, ok=False, reason="overloaded")],
+     CONTROL_OK, GREEN, "outage"),
+    ("page shows a partial outage while probes pass", [view()], CONTROL_OK, page("partial_outage"),
+     "outage"),
+    ("page shows a major outage", [view()], CONTROL_OK, page("major_outage"), "outage"),
+    ("page shows degraded performance", [view()], CONTROL_OK, page("degraded_performance"),
+     "degraded"),
+    ("an open incident on a linked component", [view()], CONTROL_OK, page(incident="minor"),
+     "degraded"),
+    ("a single failed run is not down", [view(ok=False, reason="overloaded")], CONTROL_OK, GREEN,
+     "operational"),
+    ("intermittent failures", [view(intermittent=True)], CONTROL_OK, GREEN, "degraded"),
+    ("slower than degraded_latency", [view(slow=True)], CONTROL_OK, GREEN, "degraded"),
+    ("only the network check is down while the API answers",
+     [view(), view("icmp", "icmp", down=True, ok=False, reason="loss")], CONTROL_OK, GREEN, "degraded"),
+    ("every check down without API checks",
+     [view("tcp", "tcp", down=True, ok=False, reason="connect")], CONTROL_OK, GREEN, "outage"),
+    ("a persistent rate limit is our quota, not an outage",
+     [view(down=True, ok=False, reason="rate_limited")], CONTROL_OK, GREEN, "own_quota"),
+    ("a single rate-limited run changes nothing", [view(ok=False, reason="rate_limited")], CONTROL_OK,
+     GREEN, "operational"),
+    ("no status page, probes fine", [view()], CONTROL_OK, None, "operational"),
+    ("no control checks configured", [view(down=True, ok=False, reason="connect")], [], GREEN, "outage"),
+]
+
+
+@pytest.mark.parametrize(("case", "checks", "control", "pg", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_verdict(case: str, checks: list[CheckView], control: list[CheckView], pg: Page | None,
+                 expected: str) -> None:
+    assert decide(checks, control, pg).verdict == expected, case
+
+
+def test_an_outage_the_page_does_not_show_is_unacknowledged() -> None:
+    decision = decide([view(down=True, ok=False, reason="overloaded")], CONTROL_OK, GREEN)
+    assert decision.unacknowledged
+    assert decision.decided_by == ("probes",)
+    assert decide([view(down=True, ok=False, reason="overloaded")], CONTROL_OK,
+                  page("major_outage")).unacknowledged is False
+
+
+def test_signals_name_the_failing_checks() -> None:
+    decision = decide([view(down=True, ok=False, reason="overloaded")], CONTROL_OK, GREEN)
+    assert decision.signals[0] == "our probes fail: api (overloaded)"
+
+
+def test_own_quota_yields_to_a_real_outage_on_the_page() -> None:
+    assert decide([view(ok=False, reason="auth")], CONTROL_OK, page("major_outage")).verdict == "outage"
+
+
+def run(success: bool, reason: str = "", duration: float = 0.01) -> Result:
+    return Result(success=success, duration_seconds=duration, reason="" if success else reason)
+
+
+def store_with(results: list[Result], cfg: VerdictConfig = VerdictConfig(),
+               degraded_latency: float | None = None) -> tuple[StateStore, Config]:
+    check = CheckConfig("claude", "api", "anthropic", interval=1, timeout=1,
+                        degraded_latency=degraded_latency)
+    config = Config(upstreams=(UpstreamConfig("claude", None, (check,), cfg),))
+    state = StateStore()
+    state.sync(config)
+    check = state.checks[check.key].check
+    for result in results:
+        state.record(check, result)
+    return state, config
+
+
+def verdict_after(results: list[Result], **kwargs: object) -> str:
+    state, config = store_with(results, **kwargs)  # type: ignore[arg-type]
+    verdicts = Verdicts()
+    verdicts.refresh(state, config)
+    return verdicts.by_upstream["claude"].decision.verdict
+
+
+FAIL, OK = run(False, "overloaded"), run(True)
+
+DEBOUNCE = [
+    ("two failures are not yet an outage (outage_after=3)", [OK, FAIL, FAIL], "operational"),
+    ("three failures in a row are", [OK, FAIL, FAIL, FAIL], "outage"),
+    ("one success after an outage is not recovery (recover_after=2)", [FAIL] * 3 + [OK], "outage"),
+    ("two successes recover", [FAIL] * 3 + [OK, OK], "degraded"),
+    ("a failure every fifth run never changes the verdict", ([OK] * 4 + [FAIL]) * 4, "operational"),
+    ("recovered and quiet for a full window is operational", [FAIL] * 3 + [OK] * 10, "operational"),
+]
+
+
+@pytest.mark.parametrize(("case", "results", "expected"), DEBOUNCE, ids=[d[0] for d in DEBOUNCE])
+def test_debounce(case: str, results: list[Result], expected: str) -> None:
+    assert verdict_after(results) == expected, case
+
+
+def test_flapping_single_failures_keep_the_verdict_operational_throughout() -> None:
+    state, config = store_with([])
+    check = next(iter(state.checks.values())).check
+    verdicts = Verdicts()
+    seen = set()
+    for result in ([OK] * 4 + [FAIL]) * 6:
+        state.record(check, result)
+        verdicts.refresh(state, config)
+        seen.add(verdicts.by_upstream["claude"].decision.verdict)
+    assert seen == {"operational"}
+
+
+def test_slow_runs_degrade_only_after_a_streak() -> None:
+    slow = run(True, duration=5.0)
+    assert verdict_after([OK, slow, slow], degraded_latency=2.0) == "operational"
+    assert verdict_after([OK, slow, slow, slow], degraded_latency=2.0) == "degraded"
+
+
+def test_unacknowledged_time_grows_while_the_outage_lasts_and_resets_after() -> None:
+    state, config = store_with([FAIL] * 3)
+    verdicts = Verdicts()
+    verdicts.refresh(state, config, now=1000.0)
+    assert verdicts.unacknowledged_seconds("claude", now=1030.0) == 30.0
+    check = next(iter(state.checks.values())).check
+    for _ in range(2):
+        state.record(check, OK)
+    verdicts.refresh(state, config, now=1040.0)
+    assert verdicts.unacknowledged_seconds("claude", now=1050.0) == 0.0
+
+
+def test_since_changes_only_when_the_verdict_does() -> None:
+    state, config = store_with([OK])
+    verdicts = Verdicts()
+    verdicts.refresh(state, config, now=100.0)
+    check = next(iter(state.checks.values())).check
+    state.record(check, OK)
+    verdicts.refresh(state, config, now=200.0)
+    assert verdicts.by_upstream["claude"].since == 100.0
