@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from exporter import __version__
+from exporter import __version__, icmp_mode, probe
 from exporter import metrics as m
 from exporter.checks import Sample
 from exporter.state import CheckState, Histogram, StateStore
@@ -165,3 +165,6 @@ class Collector:
                  self.state.reload_success_timestamp)
         r.sample(out, m.EXPORTER_CHECKS, (), float(len(self.state.checks)))
         r.histogram(out, m.EXPORTER_SCHEDULER_LAG, (), self.state.scheduler_lag)
+        r.sample(out, m.EXPORTER_ICMP_MODE, (icmp_mode.detect(),), 1.0)
+        for (module, outcome), count in sorted(probe.probe_request_counts().items()):
+            r.sample(out, m.EXPORTER_PROBE_REQUESTS, (module, outcome), float(count))

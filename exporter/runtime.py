@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from exporter import __version__
+from exporter import __version__, icmp_mode
 from exporter import status as status_json
 from exporter.collector import Collector
 from exporter.config import Config, ConfigError, with_vantage
@@ -44,6 +44,7 @@ class Runtime:
         self.started_at = time.time()
 
     async def start(self) -> None:
+        icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
         self.session = new_session()
         self.scheduler = Scheduler(self.state, self.session)
         self.scheduler.apply(self.config)

@@ -109,7 +109,9 @@ class Scheduler:
                             f"timed out after {check.timeout:g}s")
         except Exception as exc:  # a prober bug must not kill the check's loop
             logger.exception("prober crashed", extra={"check": check.name})
-            result = Result(False, time.perf_counter() - start, "internal",
+            # A page that crashes the parser is a page we cannot read: "schema" in the SPEC's set.
+            reason = "schema" if check.kind == "statuspage" else "internal"
+            result = Result(False, time.perf_counter() - start, reason,
                             f"internal error: {exc.__class__.__name__}")
         if ctx.lines and not result.log:
             result = replace(result, log=tuple(ctx.lines))

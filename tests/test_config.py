@@ -190,3 +190,4 @@ def test_config_check_without_a_file_checks_the_preset() -> None:
     proc = subprocess.run([EXPORTER, "--config.check"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("<claude preset>: OK")
+

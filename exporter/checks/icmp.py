@@ -63,6 +63,7 @@ class Ping:
 
 
 async def _receive(sock: AsyncSocket, version: int, ping: Ping) -> None:
+    task = asyncio.current_task()
     while True:
         try:
             reply = await sock.receive(None, timeout=3600)
@@ -70,6 +71,10 @@ async def _receive(sock: AsyncSocket, version: int, ping: Ping) -> None:
             ping.errors.append(str(exc))
             await asyncio.sleep(0.01)
             continue
+        if task is not None and task.cancelling():
+            # Python 3.11's wait_for (inside icmplib) hands back a packet that raced with our
+            # cancel instead of raising; without this the run would hang until its timeout.
+            raise asyncio.CancelledError
         if reply.id != ping.ident or reply.sequence not in ping.sent_at:
             continue  # another pinger's packet, a duplicate, or our own request (loopback)
         if reply.type == ECHO_REPLY[version]:
@@ -117,8 +122,12 @@ async def ping(address: str, count: int, interval: float, payload_size: int,
                     await state.done.wait()
         finally:
             receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await receiver
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our own caller's timeout, not just the receiver's end
     return state
 
 
