@@ -159,7 +159,9 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         app[RELOADERS_KEY].append(web_guard.reload)
     await runtime.start()
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
-                           shutdown_timeout=SHUTDOWN_GRACE, **SERVER_LIMITS)
+                           # aiohttp waits this long twice (for handlers to finish, then
+                           # after cancelling them): a hanging /probe holds exit to the grace.
+                           shutdown_timeout=SHUTDOWN_GRACE / 2, **SERVER_LIMITS)
     await runner.setup()
     assert runner.server is not None
     watcher = asyncio.create_task(slow_clients.watch(runner.server), name="slow-client-guard")

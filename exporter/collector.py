@@ -1,9 +1,11 @@
 """Renders /metrics from the state store: memory only, no network I/O, no awaits.
 
-The text exposition is written directly rather than through prometheus_client's object model:
-every check's lines are cached until its next run, so a scrape of 10,000 checks costs a join,
-not a rebuild (docs/benchmarks.md has the figures). The output is the Prometheus text format
-0.0.4, which `promtool check metrics` and prometheus_client's parser accept.
+The text exposition is written directly rather than through prometheus_client's object model.
+Each check's series are rendered to bytes, one chunk per metric family, as soon as the check
+has run (``refresh``, called by the scheduler), and kept until its next run; a scrape then
+only concatenates chunks, so its cost hardly depends on how many checks ran since the last one
+(docs/benchmarks.md has the figures). The output is the Prometheus text format 0.0.4, which
+`promtool check metrics` and prometheus_client's parser accept.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Callable, Iterable
 
 from exporter import __version__, icmp_mode, probe
 from exporter import metrics as m
-from exporter.checks import Sample
 from exporter.state import CheckState, Histogram, StateStore
 from exporter.verdict import Verdicts
 
@@ -34,7 +35,20 @@ ORDER = {spec.name: i for i, spec in enumerate(m.all_specs())}
 
 
 def escape(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # the common case, checked without building new strings
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_LE: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+
+def le_strings(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` label values of a histogram's buckets, +Inf last (computed once per layout)."""
+    les = _LE.get(bounds)
+    if les is None:
+        les = _LE[bounds] = (*(repr(float(b)) for b in bounds), "+Inf")
+    return les
 
 
 def fmt(value: float) -> str:
@@ -48,62 +62,113 @@ def fmt(value: float) -> str:
 
 
 class Renderer:
+    """Formats samples as exposition lines. Label strings are memoised for the renderer's
+    lifetime (one scrape or one check), since a check repeats its identity on every series."""
+
     def __init__(self, vantage: str | None) -> None:
         self.vantage_pair = f'vantage="{escape(vantage)}"' if vantage else ""
+        self._pairs: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._labels: dict[tuple[tuple[str, ...], tuple[str, ...], str], str] = {}
+
+    def pairs(self, names: tuple[str, ...], values: tuple[str, ...]) -> str:
+        """``a="x",b="y"`` for the given labels, without the vantage."""
+        key = (names, values)
+        text = self._pairs.get(key)
+        if text is None:
+            if len(names) != len(values):
+                raise ValueError(f"labels {names} do not match values {values}")
+            text = self._pairs[key] = ",".join(
+                [f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)])
+        return text
 
     def labels(self, names: Iterable[str], values: Iterable[str], extra: str = "") -> str:
-        pairs = [f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)]
-        if extra:
-            pairs.append(extra)
-        if self.vantage_pair:
-            pairs.append(self.vantage_pair)
-        return "{" + ",".join(pairs) + "}" if pairs else ""
+        """The whole label set, braces and vantage included ("" when there is none)."""
+        key = (tuple(names), tuple(values), extra)
+        text = self._labels.get(key)
+        if text is None:
+            parts = [p for p in (self.pairs(key[0], key[1]), extra, self.vantage_pair) if p]
+            text = self._labels[key] = "{" + ",".join(parts) + "}" if parts else ""
+        return text
 
     def sample(self, out: Lines, spec: m.MetricSpec, values: Iterable[str], value: float) -> None:
+        out[spec].append(self.line(spec, values, value))
+
+    def line(self, spec: m.MetricSpec, values: Iterable[str], value: float) -> str:
         suffix = "_total" if spec.type == "counter" and not spec.name.endswith("_total") else ""
-        out[spec].append(f"{spec.name}{suffix}{self.labels(spec.labels, values)} {fmt(value)}")
+        return f"{spec.name}{suffix}{self.labels(spec.labels, values)} {fmt(value)}"
 
     def histogram(self, out: Lines, spec: m.MetricSpec, values: tuple[str, ...],
                   hist: Histogram) -> None:
-        lines = out[spec]
-        for le, count in hist.cumulative():
-            bucket_labels = self.labels(spec.labels, values, 'le="' + le + '"')
-            lines.append(f"{spec.name}_bucket{bucket_labels} {fmt(count)}")
-        tail = self.labels(spec.labels, values)
-        lines.append(f"{spec.name}_sum{tail} {fmt(hist.sum)}")
-        lines.append(f"{spec.name}_count{tail} {fmt(hist.count)}")
+        self.histogram_lines(out[spec], spec, values, hist)
+
+    def histogram_lines(self, lines: list[str], spec: m.MetricSpec, values: tuple[str, ...],
+                        hist: Histogram) -> None:
+        inner = self.pairs(spec.labels, tuple(values))
+        vantage = "," + self.vantage_pair if self.vantage_pair else ""
+        head = f"{spec.name}_bucket{{{inner + ',' if inner else ''}le=\""
+        tail = f"\"{vantage}}} "
+        running = 0
+        for le, n in zip(le_strings(hist.bounds), hist.counts[:-1], strict=False):
+            running += n
+            lines.append(f"{head}{le}{tail}{running}")  # an int: what fmt() would print
+        lines.append(f"{head}+Inf{tail}{hist.count}")
+        total = self.labels(spec.labels, values)
+        lines.append(f"{spec.name}_sum{total} {fmt(hist.sum)}")
+        lines.append(f"{spec.name}_count{total} {hist.count}")
 
 
-def check_lines(r: Renderer, state: CheckState) -> Lines:
-    out: Lines = defaultdict(list)
+class _Families:
+    """A check's lines grouped by metric family, families in order of first appearance.
+
+    Keyed by name: a str caches its hash, a MetricSpec hashes all its fields on every lookup.
+    """
+
+    __slots__ = ("groups",)
+
+    def __init__(self) -> None:
+        self.groups: dict[str, tuple[m.MetricSpec, list[str]]] = {}
+
+    def lines(self, spec: m.MetricSpec) -> list[str]:
+        group = self.groups.get(spec.name)
+        if group is None:
+            group = self.groups[spec.name] = (spec, [])
+        return group[1]
+
+
+def check_lines(r: Renderer, state: CheckState) -> _Families:
+    out = _Families()
     statuspage = state.check.kind == "statuspage"
     pick = 1 if statuspage else 0
-    identity = state.label_values(m.PROBE_SUCCESS)
-    sp_identity = (state.check.upstream,)
-    ident = sp_identity if statuspage else identity
+    ident = (state.check.upstream,) if statuspage else state.label_values(m.PROBE_SUCCESS)
     last = state.last
+
+    def add(spec: m.MetricSpec, values: tuple[str, ...], value: float) -> None:
+        out.lines(spec).append(r.line(spec, values, value))
+
     if last is not None:
-        r.sample(out, _GENERIC["success"][pick], ident, 1.0 if last.success else 0.0)
-        r.sample(out, _GENERIC["duration"][pick], ident, last.duration_seconds)
+        add(_GENERIC["success"][pick], ident, 1.0 if last.success else 0.0)
+        add(_GENERIC["duration"][pick], ident, last.duration_seconds)
         if statuspage:
             if state.last_success is not None:
-                r.sample(out, m.STATUSPAGE_LAST_SUCCESS, ident, state.last_success.finished_at)
+                add(m.STATUSPAGE_LAST_SUCCESS, ident, state.last_success.finished_at)
         else:
-            r.sample(out, m.PROBE_LAST_RUN, ident, last.finished_at)
-    r.sample(out, _GENERIC["runs"][pick], ident, float(state.runs))
+            add(m.PROBE_LAST_RUN, ident, last.finished_at)
+    add(_GENERIC["runs"][pick], ident, float(state.runs))
     for reason, count in sorted(state.failures.items()):
-        r.sample(out, _GENERIC["failures"][pick], (*ident, reason), float(count))
+        add(_GENERIC["failures"][pick], (*ident, reason), float(count))
     for sample in state.gauges():
-        _sample(r, out, state, sample)
+        add(sample.metric, state.label_values(sample.metric, sample), sample.value)
     for (spec, values), total in state.counters.items():
-        r.sample(out, spec, values, total)
+        add(spec, values, total)
     for (spec, values), hist in state.histograms.items():
-        r.histogram(out, spec, values, hist)
+        r.histogram_lines(out.lines(spec), spec, values, hist)
     return out
 
 
-def _sample(r: Renderer, out: Lines, state: CheckState, sample: Sample) -> None:
-    r.sample(out, sample.metric, state.label_values(sample.metric, sample), sample.value)
+# A check's rendering: (state version, vantage, family names, one bytes chunk per family).
+# Only strings, bytes and ints, so the garbage collector stops tracking it after one pass: with
+# 10,000 checks every tracked object costs time in each full collection.
+_Rendered = tuple[int, str | None, tuple[str, ...], tuple[bytes, ...]]
 
 
 class Collector:
@@ -115,38 +180,68 @@ class Collector:
         self.verdicts = verdicts
         self.extra = extra
         self.vantage: str | None = None
-        self._cache: dict[tuple[str, str], tuple[int, str | None, Lines]] = {}
+        self._cache: dict[tuple[str, str], _Rendered] = {}
+        self._specs: dict[str, m.MetricSpec] = {}
+        self._headers: dict[str, bytes] = {}
+
+    def refresh(self, key: tuple[str, str]) -> None:
+        """Render one check now (after it ran), so that the next scrape finds it ready."""
+        state = self.state.checks.get(key)
+        if state is not None:
+            self._cache[key] = self._render_check(state)
+
+    def _render_check(self, state: CheckState) -> _Rendered:
+        names: list[str] = []
+        chunks: list[bytes] = []
+        for spec, lines in check_lines(Renderer(self.vantage), state).groups.values():
+            self._specs.setdefault(spec.name, spec)
+            names.append(spec.name)
+            chunks.append(("\n".join(lines) + "\n").encode())
+        return (state.version, self.vantage, tuple(names), tuple(chunks))
 
     def render(self) -> bytes:
-        r = Renderer(self.vantage)
-        families: Lines = defaultdict(list)
-        live = set()
+        # Keyed by name: a str caches its hash, a MetricSpec hashes all its fields every time.
+        families: dict[str, list[bytes]] = {}
+        cache = self._cache
+        vantage = self.vantage
         for key, state in self.state.checks.items():
-            live.add(key)
-            cached = self._cache.get(key)
-            if cached is None or cached[0] != state.version or cached[1] != self.vantage:
-                cached = (state.version, self.vantage, check_lines(r, state))
-                self._cache[key] = cached
-            for spec, lines in cached[2].items():
-                families[spec].extend(lines)
-        for key in set(self._cache) - live:
-            del self._cache[key]
-        self._verdict_lines(r, families)
-        self._self_lines(r, families)
+            cached = cache.get(key)
+            if cached is None or cached[0] != state.version or cached[1] != vantage:
+                cached = cache[key] = self._render_check(state)
+            for name, chunk in zip(cached[2], cached[3], strict=True):
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = []
+                family.append(chunk)
+        if len(cache) > len(self.state.checks):
+            for key in set(cache) - set(self.state.checks):
+                del cache[key]
+        r = Renderer(vantage)
+        lines: Lines = defaultdict(list)
+        self._verdict_lines(r, lines)
+        self._self_lines(r, lines)
         if self.extra is not None:
-            self.extra(r, families)
-        chunks: list[str] = []
-        for spec in sorted(families, key=lambda s: ORDER.get(s.name, len(ORDER))):
-            lines = families[spec]
-            if not lines:
-                continue
+            self.extra(r, lines)
+        specs = self._specs
+        for spec, spec_lines in lines.items():
+            if spec_lines:
+                specs.setdefault(spec.name, spec)
+                families.setdefault(spec.name, []).append(("\n".join(spec_lines) + "\n").encode())
+        chunks: list[bytes] = []
+        for name in sorted(families, key=lambda n: ORDER.get(n, len(ORDER))):
+            chunks.append(self._header(specs[name]))
+            chunks.extend(families[name])
+        return b"".join(chunks)
+
+    def _header(self, spec: m.MetricSpec) -> bytes:
+        header = self._headers.get(spec.name)
+        if header is None:
             name = spec.name
             if spec.type == "counter" and not name.endswith("_total"):
                 name += "_total"
-            chunks.append(f"# HELP {name} {spec.help}\n# TYPE {name} {spec.type}\n")
-            chunks.append("\n".join(lines))
-            chunks.append("\n")
-        return "".join(chunks).encode()
+            header = self._headers[spec.name] = (f"# HELP {name} {spec.help}\n"
+                                            f"# TYPE {name} {spec.type}\n").encode()
+        return header
 
     def _verdict_lines(self, r: Renderer, out: Lines) -> None:
         now = time.time()

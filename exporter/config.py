@@ -181,6 +181,7 @@ class _Doc:
         self.source = source
         self.lines: dict[Path_, int] = {}
         self.issues: list[ConfigIssue] = []
+        self.nodes = 0
 
     def error(self, path: Path_, message: str) -> None:
         line = None
@@ -201,7 +202,17 @@ def dotted(path: Path_) -> str:
     return out
 
 
+class _TooLarge(Exception):
+    """The document expands past MAX_NODES (an alias bomb, or simply far too big)."""
+
+
+MAX_NODES = 200_000  # a config with thousands of checks stays far below this
+
+
 def _build(node: yaml.Node, path: Path_, doc: _Doc, constructor: yaml.SafeLoader) -> Any:
+    doc.nodes += 1
+    if doc.nodes > MAX_NODES:
+        raise _TooLarge
     doc.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
@@ -227,8 +238,9 @@ def _build(node: yaml.Node, path: Path_, doc: _Doc, constructor: yaml.SafeLoader
 
 def parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
     doc = _Doc(source)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return {}, doc
@@ -238,9 +250,15 @@ def parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         doc.issues.append(ConfigIssue(source, line, "", f"invalid YAML: {problem}"))
-        return None, doc
+    except RecursionError:
+        doc.issues.append(ConfigIssue(source, None, "", "invalid YAML: nested too deeply"))
+    except _TooLarge:
+        doc.issues.append(ConfigIssue(source, None, "", f"invalid YAML: more than {MAX_NODES} "
+                                                        "values once aliases are expanded"))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+    return None, doc
 
 
 # -- value parsers: each returns the parsed value or raises ValueError with the message -------

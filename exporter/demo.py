@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from exporter.icmp_mode import detect
 from exporter.simulator import Simulator
 from exporter.simulator.scenarios import SCENARIOS
+from exporter.simulator.server import DEMO_CERT
 
 DEMO_KEY_ENV = "CLAUDE_STATUS_EXPORTER_DEMO_KEY"
 DEMO_KEY = "demo-key-for-the-loopback-simulator"
@@ -52,8 +53,9 @@ upstreams:
       - {{name: api, kind: anthropic, url: "{sim.anthropic_url}", mode: keyless, component: k8w3r06qmzrp, degraded_latency: 2s}}
       - {{name: api-messages, kind: anthropic, url: "{sim.anthropic_url}", mode: messages, model: claude-haiku-4-5, api_key_env: {DEMO_KEY_ENV}, max_tokens: 8, interval: 10s, component: k8w3r06qmzrp, daily_token_budget: 200000}}
       - {{name: api-count-tokens, kind: anthropic, url: "{sim.anthropic_url}", mode: count_tokens, model: claude-haiku-4-5, api_key_env: {DEMO_KEY_ENV}, component: k8w3r06qmzrp}}
-      - {{name: api-dns, kind: dns, target: localhost, component: k8w3r06qmzrp}}
+      - {{name: api-dns, kind: dns, target: localhost, record_type: a, component: k8w3r06qmzrp}}
       - {{name: api-tcp, kind: tcp, target: "{host_port}", component: k8w3r06qmzrp}}
+      - {{name: api-tls, kind: tls, target: "{sim.tls_address}", server_name: localhost, ca_file: "{DEMO_CERT}", component: k8w3r06qmzrp}}
 {icmp_checks}  openai-compatible:
     statuspage: {{url: "{sim.incidentio_url}", interval: 10s}}
     checks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,14 @@ from exporter.verdict import Verdicts
 log = logging.getLogger("exporter")
 
 VERDICT_TICK = 0.5  # seconds between verdict refreshes, the resolution of "since"
+# With thousands of checks a refresh takes tens of milliseconds; the ticker then waits this many
+# times as long as the last refresh took, so the verdict engine keeps to ~2% of the event loop.
+VERDICT_SHARE = 50
+# Young-generation GC threshold (CPython's default is 700). Every check run allocates objects
+# that live until the next run; with the default, so many survive into the old generation that
+# a full collection (300+ ms with 10,000 checks) ran every few seconds and stalled every check
+# due meanwhile. docs/benchmarks.md has the profile.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 class Runtime:
@@ -41,12 +50,20 @@ class Runtime:
         self.extra_status: dict[str, Any] = {}
         self.extra_metrics: list[Callable[..., None]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._gc_threshold: tuple[int, int, int] | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
         icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
         self.session = new_session()
-        self.scheduler = Scheduler(self.state, self.session)
+        # Each check's series are rendered right after it runs, spreading the work of /metrics
+        # over time: a scrape then only concatenates (docs/benchmarks.md).
+        self.scheduler = Scheduler(self.state, self.session,
+                                   on_result=lambda check, _: self.collector.refresh(check.key))
+        gc.collect()  # the config parse's garbage, now rather than as a pause between checks
+        self._gc_threshold = gc.get_threshold()
+        young, *older = self._gc_threshold
+        gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
         self.scheduler.apply(self.config)
         self._ticker = asyncio.create_task(self._tick(), name="verdict-ticker")
         log.info("started", extra={"version": __version__, "checks": len(self.state.checks),
@@ -61,6 +78,9 @@ class Runtime:
             await self.scheduler.stop()
         if self.session is not None:
             await self.session.close()
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
+            self._gc_threshold = None
 
     def reload(self) -> tuple[bool, str]:
         try:
@@ -100,9 +120,12 @@ class Runtime:
             add(renderer, out)
 
     async def _tick(self) -> None:
+        wait = VERDICT_TICK
         while True:
-            await asyncio.sleep(VERDICT_TICK)
+            await asyncio.sleep(wait)
+            start = time.perf_counter()
             self.verdicts.refresh(self.state, self.config)
+            wait = max(VERDICT_TICK, (time.perf_counter() - start) * VERDICT_SHARE)
 
 
 def new_session() -> aiohttp.ClientSession:

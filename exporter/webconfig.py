@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import yaml
 from aiohttp import BasicAuth, web
 
 from exporter.config import ConfigError, ConfigIssue, parse_yaml
@@ -126,7 +127,18 @@ def load(path: str | Path) -> WebConfig:
 
 
 def load_text(text: str, source: str, base_dir: Path) -> WebConfig:
-    data, doc = parse_yaml(text, source)
+    try:
+        # A web config needs no YAML aliases; refusing them rules out "billion laughs".
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ConfigError([ConfigIssue(source, None, "", "YAML aliases (*name) are not "
+                                                             "allowed in a web config")])
+        data, doc = parse_yaml(text, source)
+    except (yaml.YAMLError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            problem = "nested too deeply"
+        else:
+            problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["?"])[0]
+        raise ConfigError([ConfigIssue(source, None, "", f"invalid YAML: {problem}")]) from None
     if doc.issues:
         raise ConfigError(doc.issues)
     p = _Parser(doc.error, base_dir)
@@ -415,12 +427,11 @@ class WebGuard:
             async with self._bcrypt:
                 # An unknown user costs the same bcrypt run as a known one: no timing
                 # difference tells which user names exist.
-                ok = await asyncio.to_thread(_checkpw, password, hashed or self._dummy(config))
+                ok = await asyncio.to_thread(self._verify, password, hashed, config)
         finally:
             self._waiting -= 1
         if not ok or hashed is None:
-            log.info("unauthorized request", extra={"path": request.path, "user": creds.login[:64],
-                                                    "remote": request.remote})
+            log.debug("unauthorized request", extra={"path": request.path, "remote": request.remote})
             return _unauthorized()
         if self.config is config:  # not a reload in between
             if len(self._verified) >= CACHE_MAX:
@@ -428,20 +439,20 @@ class WebGuard:
             self._verified.add(digest)
         return None
 
-    def _dummy(self, config: WebConfig) -> bytes:
-        """A hash of a random password at the cost the configured users have."""
-        cost = max(int(h[4:6]) for h in config.users.values())
-        dummy = self._dummies.get(cost)
-        if dummy is None:
-            dummy = self._dummies[cost] = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(cost))
-        return dummy
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bool(bcrypt.checkpw(password, hashed))
-    except ValueError:
-        return False
+    def _verify(self, password: bytes, hashed: bytes | None, config: WebConfig) -> bool:
+        """bcrypt, in a worker thread. An unknown user is checked against a hash of a random
+        password at the users' cost, made once per cost."""
+        if hashed is None:
+            cost = max(int(h[4:6]) for h in config.users.values())
+            hashed = self._dummies.get(cost)
+            if hashed is None:
+                hashed = self._dummies[cost] = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(cost))
+            bcrypt.checkpw(password, hashed)
+            return False
+        try:
+            return bool(bcrypt.checkpw(password, hashed))
+        except ValueError:
+            return False
 
 
 def _unauthorized() -> web.Response:

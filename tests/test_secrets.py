@@ -15,6 +15,7 @@ KEY_ENV = "SECRET_TEST_KEY"
 
 
 def config(sim, key_source: str) -> str:
+    haiku = "model: claude-haiku-4-5"
     return f"""\
 defaults: {{interval: 500ms, timeout: 400ms}}
 upstreams:
@@ -22,8 +23,8 @@ upstreams:
     statuspage: {{url: "{sim.statuspage_url}", interval: 1s}}
     checks:
       - {{name: models, kind: anthropic, url: "{sim.anthropic_url}", mode: models, {key_source}}}
-      - {{name: messages, kind: anthropic, url: "{sim.anthropic_url}", mode: messages, model: claude-haiku-4-5, {key_source}}}
-      - {{name: count, kind: anthropic, url: "{sim.anthropic_url}", mode: count_tokens, model: claude-haiku-4-5, {key_source}}}
+      - {{name: messages, kind: anthropic, url: "{sim.anthropic_url}", mode: messages, {haiku}, {key_source}}}
+      - {{name: count, kind: anthropic, url: "{sim.anthropic_url}", mode: count_tokens, {haiku}, {key_source}}}
       - {{name: chat, kind: openai, url: "{sim.openai_url}", mode: chat, model: gpt-4o-mini, {key_source}}}
       - {{name: http, kind: http, url: "{sim.anthropic_url}/v1/models", api_key_header: x-api-key, {key_source}}}
 control:

@@ -111,7 +111,10 @@ def run(success: bool, reason: str = "", duration: float = 0.01) -> Result:
     return Result(success=success, duration_seconds=duration, reason="" if success else reason)
 
 
-def store_with(results: list[Result], cfg: VerdictConfig = VerdictConfig(),
+DEFAULT_VERDICT = VerdictConfig()
+
+
+def store_with(results: list[Result], cfg: VerdictConfig = DEFAULT_VERDICT,
                degraded_latency: float | None = None) -> tuple[StateStore, Config]:
     check = CheckConfig("claude", "api", "anthropic", interval=1, timeout=1,
                         degraded_latency=degraded_latency)

@@ -269,7 +269,8 @@ def _components(rows: list[Any]) -> dict[str, Component]:
         if _is_group(row):
             gid = _text(row.get("id"))
             groups[gid] = _text(row.get("name"))
-            for child in row.get("components") or ():
+            children = row.get("components")
+            for child in children if isinstance(children, list) else ():
                 if isinstance(child, str):
                     child_group.setdefault(child, gid)
     out: dict[str, Component] = {}

@@ -18,7 +18,9 @@ import importlib
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +47,10 @@ def check_scenario(name: str) -> str:
     return name
 
 
+DEMO_CERT = Path(__file__).parent / "demo-tls.crt"
+DEMO_KEY = Path(__file__).parent / "demo-tls.key"
+
+
 class Simulator:
     """A running simulator. ``start()`` binds (port 0 picks a free one), ``stop()`` ends it."""
 
@@ -60,6 +66,7 @@ class Simulator:
         self._stats: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.tls_address = ""  # host:port of the TLS listener
         self.app = self._build_app()
         self.set_scenario(scenario)
 
@@ -145,6 +152,12 @@ class Simulator:
         bound = self._runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         self.base_url = f"http://{shown}:{bound[1]}"
+        # The same routes over TLS on a second port, for tls checks in the demo. The certificate
+        # is a public, self-signed one for localhost/127.0.0.1 shipped with the package.
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(DEMO_CERT, DEMO_KEY)
+        await web.TCPSite(self._runner, host, 0, ssl_context=tls).start()
+        self.tls_address = f"{shown}:{self._runner.addresses[1][1]}"
         if self._cycle is not None and self._cycle_task is None:
             self._cycle_task = asyncio.get_running_loop().create_task(
                 self._run_cycle(self._cycle, self.cycle_seconds))
