@@ -69,38 +69,27 @@ class ProbeContext:
 Prober = Callable[["CheckConfig", ProbeContext], Awaitable[Result]]
 
 
-def _registry() -> dict[str, Prober]:
-    # Imported lazily so a kind's optional dependencies load only when used.
-    from exporter.checks import statuspage
+def probers() -> dict[str, Prober]:
+    """The dispatch table: one prober per kind, one module per protocol."""
+    global _PROBERS
+    if _PROBERS is None:
+        # Imported here, not at the top: the prober modules import this one for Result.
+        from exporter.checks import anthropic, dns, http, icmp, openai, statuspage, tcp, tls
 
-    probers: dict[str, Prober] = {"statuspage": statuspage.probe}
-    for kind, module_name in (
-        ("anthropic", "anthropic"),
-        ("openai", "openai"),
-        ("http", "http"),
-        ("tcp", "tcp"),
-        ("tls", "tls"),
-        ("icmp", "icmp"),
-        ("dns", "dns"),
-    ):
-        try:
-            module = __import__(f"exporter.checks.{module_name}", fromlist=["probe"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"exporter.checks.{module_name}":
-                raise
-            continue
-        probers[kind] = module.probe
-    return probers
+        _PROBERS = {
+            "statuspage": statuspage.probe,
+            "anthropic": anthropic.probe,
+            "openai": openai.probe,
+            "http": http.probe,
+            "tcp": tcp.probe,
+            "tls": tls.probe,
+            "icmp": icmp.probe,
+            "dns": dns.probe,
+        }
+    return _PROBERS
 
 
 _PROBERS: dict[str, Prober] | None = None
-
-
-def probers() -> dict[str, Prober]:
-    global _PROBERS
-    if _PROBERS is None:
-        _PROBERS = _registry()
-    return _PROBERS
 
 
 def failure(start: float, reason: str, error: str, **kwargs: Any) -> Result:

@@ -16,11 +16,10 @@ import asyncio
 import calendar
 import ssl
 import time
-from functools import lru_cache
-from pathlib import Path
 
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.httpcommon import ssl_context
 from exporter.checks.resolve import split_host_port
 from exporter.checks.tcp import (
     Attempt,
@@ -36,26 +35,6 @@ REASONS = ("dns", "connect", "timeout", "tls")
 # blackbox_exporter's spelling, so its dashboards keep working.
 TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2",
                 "TLSv1.3": "TLS 1.3"}
-
-
-def ssl_context(check: CheckConfig) -> ssl.SSLContext:
-    mtime = 0.0
-    if check.ca_file:
-        try:
-            mtime = Path(check.ca_file).stat().st_mtime
-        except OSError:
-            mtime = -1.0  # let the load below report the problem
-    return _context(check.ca_file, check.insecure_skip_verify, mtime)
-
-
-@lru_cache(maxsize=32)
-def _context(ca_file: str | None, insecure: bool, _mtime: float) -> ssl.SSLContext:
-    """Contexts are costly to build (the CA store is parsed); cache them until the file changes."""
-    context = ssl.create_default_context(cafile=ca_file)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def _handshake(check: CheckConfig, address: str, port: int, limit: float,
