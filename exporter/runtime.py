@@ -50,6 +50,7 @@ class Runtime:
         self.extra_status: dict[str, Any] = {}
         self.extra_metrics: list[Callable[..., None]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._ready = False
         self._gc_threshold: tuple[int, int, int] | None = None
         self.started_at = time.time()
 
@@ -104,7 +105,10 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.scheduler is not None and self.state.all_ran()
+        # Latched: checks added by a later reload must not take a serving pod out of rotation.
+        if not self._ready:
+            self._ready = self.scheduler is not None and self.state.all_ran()
+        return self._ready
 
     def metrics(self) -> bytes:
         self.verdicts.refresh(self.state, self.config)

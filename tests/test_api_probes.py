@@ -302,7 +302,7 @@ async def test_missing_key_sends_nothing(fake_api: FakeApi, run: Runner, kind: s
 
 @pytest.mark.parametrize("kind", ["anthropic", "openai"])
 async def test_timeout(fake_api: FakeApi, run: Runner, kind: str) -> None:  # noqa: F811
-    fake_api.set("slow", slow_seconds=3.0)
+    fake_api.set("slow", slow_seconds=1.0)
     started = time.perf_counter()
     result = await run(make_check(base(fake_api, kind), kind, "keyless", timeout=0.5))
     assert result.reason == "timeout"
@@ -594,7 +594,6 @@ def test_scrub() -> None:
 # -- end to end: the real exporter against the simulator subprocess --------------------------------
 
 E2E_KEY = "sk-ant-api03-e2e-Rq9x-known-scan-key-4d2c81f0b7"
-CLAUDE = {"messages": "anthropic", "count": "anthropic", "models": "anthropic", "keyless": "anthropic"}
 
 
 def e2e_config(sim_url: str) -> str:

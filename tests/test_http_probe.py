@@ -66,7 +66,7 @@ def build_app(seen: list[dict[str, str]]) -> web.Application:
         return web.Response(text=f"{request.method}:{await request.text()}")
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.0)  # twice the test's timeout
         return web.Response(text="late")
 
     async def big(request: web.Request) -> web.StreamResponse:

@@ -8,12 +8,21 @@ where the limit can be lowered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
+import socketserver
+import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trustme
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,7 +30,8 @@ from exporter import icmp_mode, probe
 from exporter.config import CheckConfig, load_text
 from exporter.runtime import Runtime
 from exporter.web import make_app
-from tests.conftest import Exporter, Scrape, require
+from tests.conftest import ROOT, Exporter, Scrape, require
+from tests.promstack import Prometheus
 
 # -- the target fence, as a table -------------------------------------------------------------
 
@@ -283,3 +293,54 @@ async def test_request_counts_by_outcome(client: TestClient) -> None:  # type: i
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     assert delta == {("", "unknown_module"): 1, ("tcp_local", "refused"): 1,
                      ("tcp_local", "bad_request"): 1, ("tcp_local", "ok"): 1}
+
+
+# -- the documented scrape config, run by a real Prometheus ---------------------------------------
+
+
+@pytest.fixture
+def tls_port(tmp_path: Path) -> Iterator[int]:
+    """A TLS server on loopback, in a thread so that it answers while a sync test blocks."""
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with contextlib.suppress(OSError), context.wrap_socket(self.request, server_side=True):
+                pass
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield int(server.server_address[1])
+        server.shutdown()
+
+
+def documented_scrape_config() -> dict[str, Any]:
+    text = (ROOT / "docs" / "network.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    (block,) = [b for b in blocks if "job_name: edge-tls" in b]
+    config: dict[str, Any] = yaml.safe_load(block)
+    return config
+
+
+def test_documented_scrape_config_probes_through_a_real_prometheus(
+        run_exporter: Any, tmp_path: Path, tls_port: int) -> None:
+    exporter = run_exporter("""\
+modules:
+  tls_edge: {kind: tls, insecure_skip_verify: true, allowed_targets: ["127.0.0.1:*"]}
+""")
+    config = documented_scrape_config()
+    job = config["scrape_configs"][0]
+    job.update(scrape_interval="1s", scrape_timeout="1s")
+    target = f"127.0.0.1:{tls_port}"
+    job["static_configs"] = [{"targets": [target]}]
+    job["relabel_configs"][-1]["replacement"] = exporter.url.removeprefix("http://")
+    prometheus = Prometheus(tmp_path / "prometheus", [])
+    prometheus.config_path.write_text(yaml.safe_dump(config))
+    with prometheus:
+        series = prometheus.wait_for_data(f'probe_success{{job="edge-tls",instance="{target}"}}')
+        assert series[0]["value"][1] == "1"
+        version = prometheus.wait_for_data(f'probe_tls_version_info{{instance="{target}"}}')
+        assert version[0]["metric"]["version"] == "TLS 1.3"
