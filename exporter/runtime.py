@@ -29,11 +29,15 @@ VERDICT_TICK = 0.5  # seconds between verdict refreshes, the resolution of "sinc
 # With thousands of checks a refresh takes tens of milliseconds; the ticker then waits this many
 # times as long as the last refresh took, so the verdict engine keeps to ~2% of the event loop.
 VERDICT_SHARE = 50
-# Young-generation GC threshold (CPython's default is 700). Every check run allocates objects
-# that live until the next run; with the default, so many survive into the old generation that
-# a full collection (300+ ms with 10,000 checks) ran every few seconds and stalled every check
-# due meanwhile. docs/benchmarks.md has the profile.
-GC_YOUNG_THRESHOLD = 50_000
+# Garbage collection with thousands of checks (docs/benchmarks.md has the profile). Every run
+# allocates objects that live until the next run; with CPython's default young threshold (700)
+# so many reached the old generation that a full collection, 300+ ms with 10,000 checks, ran
+# every few seconds and stalled every check due meanwhile. A higher threshold makes full
+# collections rare, and once every check has run the long-lived objects (configs, check tasks,
+# states) are frozen out of the collector's sight (gc.freeze), so a full collection only walks
+# what changed since. Frozen objects are still freed by reference counting; a reload unfreezes
+# so that the old config's cycles can be collected, and freezes again after the new first round.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class Runtime:
@@ -52,6 +56,7 @@ class Runtime:
         self._ticker: asyncio.Task[None] | None = None
         self._ready = False
         self._gc_threshold: tuple[int, int, int] | None = None
+        self._gc_frozen = False
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -82,6 +87,7 @@ class Runtime:
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
             self._gc_threshold = None
+        self._thaw()
 
     def reload(self) -> tuple[bool, str]:
         try:
@@ -97,6 +103,7 @@ class Runtime:
         self.collector.vantage = new.vantage
         if self.scheduler is not None:
             self.scheduler.apply(new)
+        self._thaw()
         self.verdicts.refresh(self.state, new)
         self.state.reload_success = 1.0
         self.state.reload_success_timestamp = time.time()
@@ -130,6 +137,15 @@ class Runtime:
             start = time.perf_counter()
             self.verdicts.refresh(self.state, self.config)
             wait = max(VERDICT_TICK, (time.perf_counter() - start) * VERDICT_SHARE)
+            if not self._gc_frozen and self.ready:
+                gc.collect()
+                gc.freeze()
+                self._gc_frozen = True
+
+    def _thaw(self) -> None:
+        if self._gc_frozen:
+            gc.unfreeze()
+            self._gc_frozen = False
 
 
 def new_session() -> aiohttp.ClientSession:

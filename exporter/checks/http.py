@@ -22,6 +22,7 @@ from exporter.checks.httpcommon import (
     HTTP_REASONS,
     USER_AGENT,
     BodyTooLarge,
+    RedirectRefused,
     Timing,
     classify_exception,
     client,
@@ -111,6 +112,8 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
                 body = await read_body(resp)
             seen.length = len(body)
             timing.done()
+    except RedirectRefused as exc:
+        return result("redirect_refused", str(exc))
     except aiohttp.TooManyRedirects:
         return result("status_mismatch", f"more than {MAX_REDIRECTS} redirects")
     except BodyTooLarge as exc:
