@@ -12,7 +12,8 @@ endpoint is no open proxy. Before matching, the target must be well formed for t
 kind, with a strict host (a DNS name of letters, digits, '-', '_' and dots, or an IP literal),
 and for URL kinds the host must also match the pattern's host on its own, so that a ``*`` in
 a pattern cannot stretch from the path into the host. At most ``MAX_CONCURRENT`` probes run at
-once; past that the answer is 429.
+once in one process (with ``--web.probe-workers=N``, in each of the N+1 processes); past that
+the answer is 429.
 
 Status codes: 400 for a missing or unknown module or a malformed target, 403 for a target the
 module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is in
@@ -29,7 +30,7 @@ import logging
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,7 +51,7 @@ from exporter.secrets import SECRETS
 
 log = logging.getLogger("exporter.probe")
 
-MAX_CONCURRENT = 64  # simultaneous /probe runs; more get 429
+MAX_CONCURRENT = 64  # simultaneous /probe runs per process; more get 429
 TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus's scrape timeout, as blackbox does
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 IDENTITY_LABELS = {"upstream", "check", "kind"}
@@ -60,15 +61,21 @@ HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za
 
 _in_flight = 0
 _requests: Counter[tuple[str, str]] = Counter()
+# Other processes' counts of their /probe requests, each a callable returning them.
+COUNT_SOURCES: list[Callable[[], Mapping[tuple[str, str], int]]] = []
 
 
 def probe_request_counts() -> dict[tuple[str, str], int]:
     """Requests to /probe by (module, outcome) since start, for exporter_probe_requests_total.
 
     ``module`` is "" when the request named no known module, so a caller cannot create
-    series at will.
+    series at will. With /probe workers (exporter/workers.py) their counts are added through
+    ``COUNT_SOURCES``.
     """
-    return dict(_requests)
+    total = Counter(_requests)
+    for source in COUNT_SOURCES:
+        total.update(source())
+    return dict(total)
 
 
 def in_flight() -> int:

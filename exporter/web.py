@@ -128,17 +128,23 @@ class SlowClientGuard:
             self._served &= live
 
 
-def make_app(runtime: Runtime, guard: SlowClientGuard | None = None) -> web.Application:
+def make_app(runtime: Runtime, guard: SlowClientGuard | None = None,
+             forward: Handler | None = None) -> web.Application:
+    """The exporter's app. With ``forward`` (a /probe worker, exporter/workers.py) only
+    GET /probe is answered here; every other request, unknown paths and methods included, goes
+    to ``forward`` unchanged. The middlewares and limits are the same either way."""
     middlewares = [limit_body] if guard is None else [guard.middleware, limit_body]
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[RUNTIME_KEY] = runtime
     app[RELOADERS_KEY] = [runtime.reload]
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
-    app.router.add_get("/", index)
-    app.router.add_get("/api/v1/status", status)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", reload)
-    app.router.add_put("/-/reload", reload)
+    gets: list[tuple[str, Handler]] = [("/metrics", metrics), ("/", index),
+                                       ("/api/v1/status", status), ("/-/healthy", healthy),
+                                       ("/-/ready", ready)]
+    for path, handler in gets:
+        app.router.add_get(path, forward or handler)
+    app.router.add_post("/-/reload", forward or reload)
+    app.router.add_put("/-/reload", forward or reload)
+    if forward is not None:
+        app.router.add_route("*", "/{tail:.*}", forward)
     return app
