@@ -528,7 +528,8 @@ class _Validator:
         if not module and "name" not in raw:
             self.doc.error(path, "missing required key name")
         values.setdefault("interval", defaults["interval"])
-        values.setdefault("timeout", defaults["timeout"])
+        # An unset timeout never exceeds the check's own interval.
+        values.setdefault("timeout", min(defaults["timeout"], values["interval"]))
         target_key = TARGET_KEY[kind]
         if not module and target_key not in raw:
             if kind in DEFAULT_URLS:

@@ -55,8 +55,11 @@ class Scheduler:
         for i, check in enumerate(new):
             # Reuse the state's CheckConfig object: record() matches results by identity.
             check = self.state.checks[check.key].check
-            offset = min(check.interval, splay) * i / max(1, len(new))
-            task = asyncio.create_task(self._loop(check, offset), name=f"check:{check.upstream}/{check.name}")
+            share = i / max(1, len(new))
+            # The first runs come quickly (readiness); later ones spread over the whole interval.
+            first, phase = min(check.interval, splay) * share, check.interval * share
+            task = asyncio.create_task(self._loop(check, first, phase),
+                                       name=f"check:{check.upstream}/{check.name}")
             self.tasks[check.key] = (check, task)
 
     async def stop(self) -> None:
@@ -74,12 +77,12 @@ class Scheduler:
                 memo["statuspage_options"] = upstream.statuspage
         return memo
 
-    async def _loop(self, check: CheckConfig, offset: float) -> None:
+    async def _loop(self, check: CheckConfig, first: float, phase: float) -> None:
         loop = asyncio.get_running_loop()
-        first = loop.time() + offset
-        tick = 0
+        start = loop.time()
+        due = start + first
+        anchor = start + phase  # steady state: runs are due at anchor + k * interval
         while True:
-            due = first + tick * check.interval
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -90,7 +93,11 @@ class Scheduler:
                 self.on_result(check, result)
             now = loop.time()
             backoff = float(result.details.get("backoff_seconds") or 0.0)
-            tick = max(tick + 1, math.ceil((now + backoff - first) / check.interval))
+            # The next tick at least half an interval on (so the move from the quick first run
+            # to the steady phase never runs a check twice in a row), skipping ticks that passed
+            # while the run or its backoff lasted: no pile-up, no drift.
+            earliest = max(due + check.interval / 2, now + backoff)
+            due = anchor + max(0, math.ceil((earliest - anchor) / check.interval)) * check.interval
 
     async def run_once(self, check: CheckConfig, memo: dict[str, object] | None = None) -> Result:
         """Run one check with its timeout; never raises except on cancellation."""

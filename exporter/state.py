@@ -13,6 +13,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter import metrics as m
 from exporter.checks import Result, Sample
@@ -125,6 +126,7 @@ class CheckState:
     window_failures: int = 0
     slow_streak: int = 0
     version: int = 0  # bumped on every change, for cached renderings
+    view: tuple[int, Any] | None = None  # (version, verdict.CheckView) cached by the verdict
 
     def debounce(self, result: Result) -> None:
         cfg = self.verdict_cfg

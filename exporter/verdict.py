@@ -70,9 +70,15 @@ class Decision:
 
 
 def check_view(state: CheckState) -> CheckView:
+    """The check as the verdict sees it; cached until the check runs again (version bump), so
+    a refresh of a large upstream only rebuilds the views of checks that changed."""
+    cached = state.view
+    if cached is not None and cached[0] == state.version:
+        hit: CheckView = cached[1]
+        return hit
     last = state.last
     cfg = state.verdict_cfg
-    return CheckView(
+    view = CheckView(
         name=state.check.name, kind=state.check.kind, component=state.check.component,
         ran=last is not None, down=state.down,
         last_success=bool(last and last.success), last_reason=last.reason if last else "",
@@ -81,6 +87,8 @@ def check_view(state: CheckState) -> CheckView:
                       and state.window_failures / cfg.window >= cfg.degraded_ratio),
         slow=state.slow,
     )
+    state.view = (state.version, view)
+    return view
 
 
 def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
