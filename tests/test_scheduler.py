@@ -48,6 +48,15 @@ def config(checks: str) -> str:
     return f"upstreams:\n  u:\n    checks:\n{checks}"
 
 
+def tcp(name: str, target: str, **options: str) -> str:
+    extra = "".join(f", {k}: {v}" for k, v in options.items())
+    return f'      - {{name: {name}, kind: tcp, target: "{target}"{extra}}}\n'
+
+
+def tls(name: str, target: str, **options: str) -> str:
+    return tcp(name, target, **options).replace("kind: tcp", "kind: tls")
+
+
 async def run_for(seconds: float, text: str) -> StateStore:
     state = StateStore()
     session = new_session()
@@ -60,7 +69,7 @@ async def run_for(seconds: float, text: str) -> StateStore:
 
 
 async def test_first_runs_are_spread_but_quick(listener: str) -> None:
-    checks = "".join(f'      - {{name: c{i}, kind: tcp, target: "{listener}", interval: 60s}}\n' for i in range(20))
+    checks = "".join(tcp(f"c{i}", listener, interval="60s") for i in range(20))
     state = await run_for(MIN_SPLAY + 0.5, config(checks))
     finished = sorted(s.last.finished_at for s in state.checks.values() if s.last)
     assert len(finished) == 20, "every check ran once within the splay"
@@ -68,7 +77,7 @@ async def test_first_runs_are_spread_but_quick(listener: str) -> None:
 
 
 async def test_runs_keep_their_interval_without_drift(listener: str) -> None:
-    state = await run_for(3.1, config(f'      - {{name: c, kind: tcp, target: "{listener}", interval: 250ms, timeout: 200ms}}\n'))
+    state = await run_for(3.1, config(tcp("c", listener, interval="250ms", timeout="200ms")))
     check = state.checks[("u", "c")]
     # first run within the splay, then every 250 ms: 12 or 13 runs in 3.1 s
     assert 11 <= check.runs <= 13
@@ -78,7 +87,7 @@ async def test_runs_keep_their_interval_without_drift(listener: str) -> None:
 
 async def test_a_run_that_overruns_skips_ticks_instead_of_piling_up(silent: str) -> None:
     # Each run takes its whole 400 ms timeout on a 500 ms interval: never two at once.
-    state = await run_for(2.6, config(f'      - {{name: c, kind: tls, target: "{silent}", interval: 500ms, timeout: 400ms}}\n'))
+    state = await run_for(2.6, config(tls("c", silent, interval="500ms", timeout="400ms")))
     check = state.checks[("u", "c")]
     assert check.failures["timeout"] == check.runs
     assert 3 <= check.runs <= 6
@@ -99,13 +108,13 @@ async def test_a_reload_restarts_changed_checks_and_keeps_the_others(listener: s
     state = StateStore()
     session = new_session()
     scheduler = Scheduler(state, session)
-    keep = f'      - {{name: keep, kind: tcp, target: "{listener}", interval: 200ms}}\n'
-    scheduler.apply(load_text(config(keep + f'      - {{name: change, kind: tcp, target: "{listener}", interval: 200ms}}\n'), "a"))
+    keep = tcp("keep", listener, interval="200ms")
+    scheduler.apply(load_text(config(keep + tcp("change", listener, interval="200ms")), "a"))
     await asyncio.sleep(MIN_SPLAY + 0.3)
     kept_task = scheduler.tasks[("u", "keep")][1]
     changed_task = scheduler.tasks[("u", "change")][1]
     runs_before = state.checks[("u", "keep")].runs
-    scheduler.apply(load_text(config(keep + f'      - {{name: change, kind: tcp, target: "{listener}", interval: 300ms}}\n'), "b"))
+    scheduler.apply(load_text(config(keep + tcp("change", listener, interval="300ms")), "b"))
     await asyncio.sleep(0.05)
     assert scheduler.tasks[("u", "keep")][1] is kept_task and not kept_task.done()
     assert changed_task.cancelled() or changed_task.done()
@@ -122,7 +131,7 @@ async def test_stop_cancels_every_task(silent: str) -> None:
     state = StateStore()
     session = new_session()
     scheduler = Scheduler(state, session)
-    scheduler.apply(load_text(config(f'      - {{name: c, kind: tls, target: "{silent}", interval: 10s, timeout: 9s}}\n'), "t"))
+    scheduler.apply(load_text(config(tls("c", silent, interval="10s", timeout="9s")), "t"))
     await asyncio.sleep(0.2)
     tasks = [t for _, t in scheduler.tasks.values()]
     started = time.monotonic()
