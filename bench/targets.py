@@ -161,15 +161,17 @@ def exporter_argv() -> list[str]:
 
 def start_ours(procs: Procs, config_text: str | None, name: str = "ours",
                wait: str | None = "/-/healthy", prefix: tuple[str, ...] = (),
-               command: tuple[str, ...] = (), timeout: float = 60.0) -> tuple[Proc, str]:
+               command: tuple[str, ...] = (), timeout: float = 60.0,
+               extra: tuple[str, ...] = ()) -> tuple[Proc, str]:
     """Our exporter on a free loopback port; ``config_text=None`` runs the bundled preset
     (only ever inside a network namespace without links), ``command`` replaces the console
-    script (e.g. to run it under uvloop), ``prefix`` goes before it (``ip netns exec NS``)."""
+    script (e.g. to run it under uvloop), ``prefix`` goes before it (``ip netns exec NS``),
+    ``extra`` are more flags (e.g. ``--web.probe-workers=2``)."""
     if config_text is None and list(prefix[:3]) != ["ip", "netns", "exec"]:
         raise ValueError("the bundled preset reaches the internet: run it only in a namespace")
     port = free_port()
     argv = [*prefix, *(command or exporter_argv()), f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn"]
+            "--log.level=warn", *extra]
     if config_text is not None:
         conf = procs.workdir / f"{name}.yml"
         conf.write_text(config_text)

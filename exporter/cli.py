@@ -59,6 +59,10 @@ def exporter_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web.read-header-timeout", dest="read_header_timeout", default="10s",
                         metavar="DURATION", help="close a connection that has not sent a "
                                                  "complete request this long after connecting")
+    parser.add_argument("--web.probe-workers", dest="probe_workers", type=int, default=0,
+                        metavar="N", help="answer /probe from N more processes sharing the "
+                                          "listening socket (0: off); for heavy /probe use, N = "
+                                          "the number of cores")
     parser.add_argument("--demo", action="store_true",
                         help="run the built-in simulator on loopback and watch it: live "
                              "metrics with no network and no key")
@@ -96,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    if args.probe_workers < 0:
+        print("--web.probe-workers must be 0 or more", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(args, host, port))
@@ -157,6 +164,13 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     if web_guard is not None:
         web_guard.install(app)  # raises ConfigError for an exempt path that is no endpoint
         app[RELOADERS_KEY].append(web_guard.reload)
+    pool = None
+    if args.probe_workers:
+        from exporter.workers import WorkerPool
+
+        pool = WorkerPool(args, host, port, args.probe_workers,
+                          demo.config_text if demo is not None else None)
+        pool.install(app)  # after the web guard: workers reload after the main process
     await runtime.start()
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
                            # aiohttp waits this long twice (for handlers to finish, then
@@ -171,8 +185,11 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-        await site.start()
+        if pool is None:
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+            await site.start()
+        else:
+            await pool.start(runner, ssl_context)  # the shared socket, then the workers
         scheme = "https" if ssl_context else "http"
         log.info("listening", extra={"address": f"{scheme}://{host or '0.0.0.0'}:{port}"})
         if demo is not None:
@@ -181,7 +198,10 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         log.info("shutting down")
     finally:
         watcher.cancel()
-        await runner.cleanup()
+        if pool is None:
+            await runner.cleanup()
+        else:
+            await asyncio.gather(runner.cleanup(), pool.stop(SHUTDOWN_GRACE))
         await runtime.stop()
         if demo is not None:
             await demo.stop()

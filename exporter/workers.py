@@ -56,6 +56,10 @@ RESTARTS_PER_MINUTE = 5  # replacements of dead workers; more wait for the minut
 SUPERVISE_EVERY = 0.25  # seconds between checks that every worker is alive
 COUNTS_EVERY = 1.0  # seconds between a worker's writes of its /probe request counts
 BACKLOG = 1024
+# Connections a process accepts per wakeup of the shared socket. asyncio accepts up to its
+# backlog argument in one go, so one process would take a whole burst of new connections (and
+# keep them, with keep-alive); one at a time lets every idle process take its share.
+ACCEPT_BATCH = 1
 SERVED_BY = "X-Served-By"  # on /probe answers: the pid of the process that ran the probe
 # Not forwarded either way: they describe one connection, not the request.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -78,6 +82,11 @@ def bind(host: str | None, port: int) -> socket.socket:
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                 flags=socket.AI_PASSIVE)[0][0]
     return socket.create_server((host, port), family=family, backlog=BACKLOG)
+
+
+async def listen_shared(runner: web.AppRunner, sock: socket.socket, ssl_context: Any) -> None:
+    await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=ACCEPT_BATCH).start()
+    sock.listen(BACKLOG)  # asyncio listened with ACCEPT_BATCH: keep the kernel's queue long
 
 
 def _counts_file(directory: Path, pid: int) -> Path:
@@ -122,7 +131,7 @@ class WorkerPool:
 
     async def start(self, runner: web.AppRunner, ssl_context: Any) -> None:
         self.sock = bind(self.host, self.port)  # OSError: the caller reports it
-        await web.SockSite(runner, self.sock, ssl_context=ssl_context).start()
+        await listen_shared(runner, self.sock, ssl_context)
         await web.UnixSite(runner, str(self.unix_path)).start()
         os.chmod(self.unix_path, 0o600)
         self.workers = [self._spawn() for _ in range(self.count)]
@@ -200,8 +209,9 @@ class WorkerPool:
         for proc in live:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-        deadline = time.monotonic() + grace
-        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+        for _ in range(int(grace / 0.05)):
+            if all(p.poll() is not None for p in live):
+                break
             await asyncio.sleep(0.05)
         for proc in live:
             if proc.poll() is None:
@@ -296,7 +306,7 @@ async def serve_worker(opts: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
     try:
         sock = socket.socket(fileno=opts.fd)
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        await listen_shared(runner, sock, ssl_context)
         log.info("probe worker serving", extra={"pid": os.getpid()})
         await stop.wait()
     finally:

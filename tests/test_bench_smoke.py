@@ -51,10 +51,13 @@ def test_every_stage_reports_figures_in_one_table(quick_run: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("module", ["http_2xx", "tcp_connect", "icmp"])
 def test_both_exporters_succeed_under_load(quick_run: dict[str, Any], module: str) -> None:
-    row = rows(quick_run, "1 throughput")[f"{module}: probes/s"]
-    assert row["ours"] > 0 and row["blackbox"] > 0, row  # only probe_success 1 counts
-    assert row["ratio"] == pytest.approx(row["ours"] / row["blackbox"])
-    assert not row["note"], row["note"]  # every answer said probe_success 1
+    found = {name: row for name, row in rows(quick_run, "1 throughput").items()
+             if name.startswith(f"{module}: probes/s")}
+    assert {"--web.probe-workers" in name for name in found} == {True, False}, found
+    for row in found.values():  # with /probe workers, and one process
+        assert row["ours"] > 0 and row["blackbox"] > 0, row  # only probe_success 1 counts
+        assert row["ratio"] == pytest.approx(row["ours"] / row["blackbox"])
+        assert not row["note"], row["note"]  # every answer said probe_success 1
 
 
 def test_accuracy_measures_both_exporters_against_the_100ms_target(quick_run: dict[str, Any]) -> None:
@@ -62,6 +65,8 @@ def test_accuracy_measures_both_exporters_against_the_100ms_target(quick_run: di
     p99 = found["100 ms target via /probe: error p99"]
     assert p99["ours"] is not None and p99["blackbox"] is not None
     assert 0 <= p99["ours"] < 1000 and 0 <= p99["blackbox"] < 1000  # milliseconds, not seconds
+    workers = [r for name, r in found.items() if "--web.probe-workers" in name and "p99" in name]
+    assert len(workers) == 1 and 0 <= workers[0]["ours"] < 1000, workers
     assert found["100 ms target as background check: error p99"]["ours"] is not None
     assert found["scheduler lag p99 (200 background checks)"]["ours"] is not None
 

@@ -1,0 +1,229 @@
+"""--web.probe-workers: /probe answered by several real processes sharing one listening socket.
+
+Every test runs the real console script with two workers on loopback. The target is a tcp
+listener in this test that accepts and closes. Processes are found through /proc (the
+workers are the main process's children).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Exporter
+
+from exporter.cli import SHUTDOWN_GRACE
+
+WORKERS = 2
+
+
+class Acceptor:
+    """A loopback tcp target: accepts every connection and closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.accept()[0].close()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def target() -> Iterator[Acceptor]:
+    acceptor = Acceptor()
+    yield acceptor
+    acceptor.close()
+
+
+def config(port: int, module: str = "tcp_local") -> str:
+    return f"""\
+upstreams:
+  local:
+    checks:
+      - {{name: here, kind: tcp, target: "127.0.0.1:{port}", interval: 15s}}
+modules:
+  {module}: {{kind: tcp, timeout: 2s, allowed_targets: ["127.0.0.1:*"]}}
+"""
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def get(url: str, **headers: str) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers={"Connection": "close", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def probe_many(exporter: Exporter, query: str, count: int) -> list[tuple[int, str, str]]:
+    """``count`` probes, 16 at a time, each on a new connection: (status, body, pid)."""
+    def one(_: int) -> tuple[int, str, str]:
+        status, body, headers = get(f"{exporter.url}/probe?{query}")
+        return status, body, headers.get("X-Served-By", "")
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def start(run_exporter: Any, text: str, *args: str) -> tuple[Exporter, set[int]]:
+    exporter: Exporter = run_exporter(text, f"--web.probe-workers={WORKERS}", *args)
+    deadline = time.monotonic() + 20
+    while len(workers := children(exporter.proc.pid)) < WORKERS:
+        assert time.monotonic() < deadline, f"workers did not start:\n{exporter.log()}"
+        time.sleep(0.05)
+    serving = time.monotonic() + 20
+    while exporter.log().count("probe worker serving") < WORKERS:
+        assert time.monotonic() < serving, f"workers did not serve:\n{exporter.log()}"
+        time.sleep(0.05)
+    return exporter, workers
+
+
+def test_parallel_probes_all_succeed_across_processes(run_exporter: Any, target: Acceptor) -> None:
+    exporter, workers = start(run_exporter, config(target.port))
+    results = probe_many(exporter, f"module=tcp_local&target=127.0.0.1:{target.port}", 300)
+    assert all(status == 200 and "\nprobe_success 1" in body for status, body, _ in results)
+    pids = {int(pid) for _, _, pid in results}
+    assert pids <= workers | {exporter.proc.pid}
+    assert len(pids) > 1, f"every probe served by {pids}"
+    # exporter_probe_requests_total adds the workers' counts (written every second).
+    exporter.wait_for(lambda s: s.value("exporter_probe_requests_total", module="tcp_local",
+                                        outcome="ok") == 300, timeout=10)
+
+
+def test_other_paths_answered_by_the_main_process(run_exporter: Any, target: Acceptor) -> None:
+    exporter, _ = start(run_exporter, config(target.port))
+    for _ in range(20):  # many connections: the kernel hands some to each worker
+        status, body, headers = get(exporter.url + "/metrics")
+        # Only the main process runs the background check: a worker has no such series.
+        assert status == 200 and 'probe_success{upstream="local",check="here"' in body
+        assert "X-Served-By" not in headers
+        assert get(exporter.url + "/-/ready")[0] == 200  # a worker's runtime is never ready
+        status, body, _ = get(exporter.url + "/api/v1/status")
+        assert status == 200 and '"here"' in body
+        assert get(exporter.url + "/")[0] == 200
+        assert get(exporter.url + "/no-such-page")[0] == 404
+        status, _, headers = get(exporter.url + "/metrics", **{"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in headers  # nothing added on the way
+
+
+def test_reload_reaches_the_workers(run_exporter: Any, target: Acceptor) -> None:
+    exporter, _ = start(run_exporter, config(target.port))
+    query = f"module=renamed&target=127.0.0.1:{target.port}"
+    assert {status for status, _, _ in probe_many(exporter, query, 40)} == {400}
+    assert exporter.config_path is not None
+    exporter.config_path.write_text(config(target.port, module="renamed"))
+    status, body = exporter.post("/-/reload")
+    assert status == 200 and f"{WORKERS} /probe worker(s) told to reload" in body, body
+    deadline = time.monotonic() + 10
+    while True:  # SIGHUP is asynchronous: the workers take a moment
+        results = probe_many(exporter, query, 60)
+        if {status for status, _, _ in results} == {200}:
+            break
+        assert time.monotonic() < deadline, f"workers kept the old modules:\n{exporter.log()}"
+        time.sleep(0.1)
+    assert len({pid for _, _, pid in results}) > 1
+
+
+def test_sigterm_leaves_no_process_behind(run_exporter: Any, target: Acceptor) -> None:
+    exporter, workers = start(run_exporter, config(target.port))
+    started = time.monotonic()
+    assert exporter.stop(signal.SIGTERM, timeout=SHUTDOWN_GRACE + 5) == 0
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() - started < SHUTDOWN_GRACE + 2, "a worker outlived the exporter"
+        time.sleep(0.05)
+    assert "Traceback" not in exporter.log()
+
+
+def test_a_killed_worker_is_replaced(run_exporter: Any, target: Acceptor) -> None:
+    exporter, workers = start(run_exporter, config(target.port))
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while True:
+        now = children(exporter.proc.pid)
+        if len(now) == WORKERS and victim not in now:
+            break
+        assert time.monotonic() < deadline, f"no replacement:\n{exporter.log()}"
+        time.sleep(0.05)
+    assert f"pid={victim}" in exporter.log() and "probe worker exited" in exporter.log()
+    replacement = (now - workers).pop()
+    query = f"module=tcp_local&target=127.0.0.1:{target.port}"
+    deadline = time.monotonic() + 15
+    while str(replacement) not in {pid for _, _, pid in probe_many(exporter, query, 60)}:
+        assert time.monotonic() < deadline, "the replacement serves no /probe"
+    # The dead worker's counts written before it died are kept.
+    exporter.wait_for(lambda s: s.value("exporter_probe_requests_total", module="tcp_local",
+                                        outcome="ok") >= 60, timeout=10)
+
+
+def test_basic_auth_applies_in_the_workers(run_exporter: Any, target: Acceptor,
+                                           tmp_path: Path) -> None:
+    import base64
+
+    import bcrypt
+
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"hunter2", bcrypt.gensalt(4)).decode()
+    web.write_text(f'basic_auth_users: {{prom: "{hashed}"}}\nexempt_paths: ["/-/ready"]\n')
+    exporter, _ = start(run_exporter, config(target.port), f"--web.config.file={web}")
+    query = f"module=tcp_local&target=127.0.0.1:{target.port}"
+    refused = probe_many(exporter, query, 40)
+    assert {status for status, _, _ in refused} == {401}
+    assert len({pid for _, _, pid in refused}) > 1  # refused by the workers themselves
+    token = base64.b64encode(b"prom:hunter2").decode()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: get(f"{exporter.url}/probe?{query}",
+                                              Authorization=f"Basic {token}"), range(40)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({headers["X-Served-By"] for _, _, headers in answers}) > 1
+    for _ in range(10):  # forwarded: the main process checks the credentials too
+        assert get(exporter.url + "/metrics")[0] == 401
+        assert get(exporter.url + "/metrics", Authorization=f"Basic {token}")[0] == 200
