@@ -143,7 +143,11 @@ class _Fake:
             failure = self.server_failure(state.behavior, rid, headers)
             if failure is not None:
                 return failure
-            return await endpoint(request, rid, headers)
+            try:
+                return await endpoint(request, rid, headers)
+            except ConnectionResetError:
+                # The prober hung up mid-stream (its timeout, or a cut test): nothing to report.
+                return web.Response(status=499)
 
         return handler
 
