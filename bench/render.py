@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from exporter.config import load_text
 from exporter.runtime import Runtime, new_session
 from exporter.scheduler import Scheduler
-from exporter.state import HISTORY
+
+HISTORY = 100  # runs per check before the state counts as steady (counters, histograms, caches)
 
 
 @dataclass

@@ -104,7 +104,7 @@ def render_rows(ctx: Context) -> list[Row]:
     for fig in json.loads(done.stdout):
         note = f"{fig['bytes'] / 1e6:.1f} MB; full re-render (after a reload) {fig['cold_ms']:.0f} ms"
         if fig.get("state_bytes_per_check"):
-            note += (f"; state with a full {fig['history']}-run history "
+            note += (f"; state after {fig['history']} runs per check "
                      f"{fig['state_bytes_per_check'] / 1024:.1f} KiB per check")
         rows.append(Row("3 scale", f"render {fig['series']:,} series ({fig['checks']:,} checks)",
                         fig["warm_ms"], None, "ms", note=note))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from array import array
 from collections import Counter, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +18,6 @@ from exporter.checks import Result, Sample
 from exporter.config import CheckConfig, Config, VerdictConfig
 
 LabelValues = tuple[str, ...]
-HISTORY = 100  # runs kept per check for the verdict window and the landing page
 
 
 class Histogram:
@@ -51,62 +48,6 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-@dataclass(frozen=True)
-class Run:
-    """What the verdict and the landing page need to remember of one run."""
-
-    success: bool
-    duration: float
-    reason: str
-    finished_at: float
-
-
-class RunHistory:
-    """The last ``maxlen`` runs of a check, oldest first, in a compact ring buffer.
-
-    About 20 bytes a run instead of ~250 for a Run object: 10,000 checks keep a million runs.
-    Reading it yields Run objects, so it can be used like a ``deque[Run]``.
-    """
-
-    __slots__ = ("_duration", "_finished", "_reason", "_start", "_success", "maxlen")
-
-    def __init__(self, maxlen: int = HISTORY) -> None:
-        self.maxlen = maxlen
-        self._success = bytearray()
-        self._duration = array("d")
-        self._finished = array("d")
-        self._reason: list[str] = []
-        self._start = 0  # index of the oldest run once the buffer is full
-
-    def append(self, run: Run) -> None:
-        if len(self._reason) < self.maxlen:
-            self._success.append(run.success)
-            self._duration.append(run.duration)
-            self._finished.append(run.finished_at)
-            self._reason.append(run.reason)
-            return
-        i = self._start
-        self._success[i] = run.success
-        self._duration[i] = run.duration
-        self._finished[i] = run.finished_at
-        self._reason[i] = run.reason
-        self._start = (i + 1) % self.maxlen
-
-    def __len__(self) -> int:
-        return len(self._reason)
-
-    def __getitem__(self, index: int) -> Run:
-        size = len(self._reason)
-        if not -size <= index < size:
-            raise IndexError("run history index out of range")
-        i = (self._start + index % size) % size
-        return Run(bool(self._success[i]), self._duration[i], self._reason[i], self._finished[i])
-
-    def __iter__(self) -> Iterator[Run]:
-        for index in range(len(self._reason)):
-            yield self[index]
-
-
 @dataclass
 class CheckState:
     check: CheckConfig
@@ -116,7 +57,6 @@ class CheckState:
     failures: Counter[str] = field(default_factory=Counter)
     counters: dict[tuple[m.MetricSpec, LabelValues], float] = field(default_factory=dict)
     histograms: dict[tuple[m.MetricSpec, LabelValues], Histogram] = field(default_factory=dict)
-    history: RunHistory = field(default_factory=RunHistory)
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     # The verdict's debounce, kept up to date run by run (O(1) per run).
@@ -204,8 +144,6 @@ class StateStore:
         state.last = result
         state.runs += 1
         state.version += 1
-        state.history.append(Run(result.success, result.duration_seconds, result.reason,
-                                 result.finished_at))
         if result.success:
             state.last_success = result
             state.consecutive_successes += 1

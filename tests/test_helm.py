@@ -167,7 +167,7 @@ def test_crd_validation_catches_a_planted_error(
     ({"service": {"port": 70000}}, "/service/port"),
     ({"extraArgs": ["vantage=x"]}, "/extraArgs/0"),
     ({"apiKeyEnv": "ANTHROPIC-API-KEY"}, "/apiKeyEnv"),
-    ({"networkPolicy": {"icmpCidrs": ["9.9.9.9"]}}, "/networkPolicy/icmpCidrs/0"),
+    ({"networkPolicy": {"icmpCidrs": ["198.18.0.53"]}}, "/networkPolicy/icmpCidrs/0"),
 ])
 def test_values_schema_rejects_bad_values(chart: Any, values: Obj, where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as err:
@@ -420,8 +420,8 @@ def test_network_policy_allows_scrapes_dns_https_and_listed_icmp_targets(chart: 
     dns, https, icmp = policy["egress"]
     assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
     assert https == {"ports": [{"port": 443, "protocol": "TCP"}]}
-    assert icmp == {"to": [{"ipBlock": {"cidr": "9.9.9.9/32"}},
-                           {"ipBlock": {"cidr": "2620:fe::fe/128"}}]}
+    assert icmp == {"to": [{"ipBlock": {"cidr": "198.18.0.53/32"}},
+                           {"ipBlock": {"cidr": "2001:db8::53/128"}}]}
 
 
 def test_pod_disruption_budget_selects_the_pods(chart: Any) -> None:

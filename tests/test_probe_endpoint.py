@@ -70,9 +70,9 @@ def test_allowed_targets_pass(mod: CheckConfig, target: str) -> None:
     (HTTP, "https://api.example.com:8443/v1"),  # the pattern names no port
     (HTTP, "http://127.0.0.1:8080/admin"),
     (TCP, "api.example.com:22"),
-    (TCP, "10.0.0.1:443"),
+    (TCP, "127.0.0.2:443"),
     (TCP, "[::2]:9000"),
-    (ICMP, "10.0.0.1"),
+    (ICMP, "127.0.0.2"),
     (ICMP, "example.com"),
 ])
 def test_targets_outside_allowed_targets_are_refused(mod: CheckConfig, target: str) -> None:
@@ -286,7 +286,7 @@ async def test_probes_past_the_limit_get_429(client: TestClient,  # type: ignore
 
 async def test_request_counts_by_outcome(client: TestClient) -> None:  # type: ignore[type-arg]
     before = probe.probe_request_counts()
-    for path in ("/probe?module=nope&target=x", "/probe?module=tcp_local&target=10.0.0.1:1",
+    for path in ("/probe?module=nope&target=x", "/probe?module=tcp_local&target=198.18.0.1:1",
                  "/probe?module=tcp_local&target=bad", "/probe?module=tcp_local&target=127.0.0.1:9"):
         await (await client.get(path)).read()
     after = probe.probe_request_counts()
