@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, eventloop, logs
 from exporter.config import (
     Config,
     ConfigError,
@@ -63,6 +63,9 @@ def exporter_parser() -> argparse.ArgumentParser:
                         metavar="N", help="answer /probe from N more processes sharing the "
                                           "listening socket (0: off); for heavy /probe use, N = "
                                           "the number of cores")
+    parser.add_argument("--runtime.event-loop", dest="event_loop", default="auto",
+                        choices=list(eventloop.CHOICES),
+                        help="auto (default): uvloop when installed, else asyncio's own loop")
     parser.add_argument("--demo", action="store_true",
                         help="run the built-in simulator on loopback and watch it: live "
                              "metrics with no network and no key")
@@ -105,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--web.probe-workers must be 0 or more", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args, host, port))
+        eventloop.loop_factory(args.event_loop)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        eventloop.run(serve(args, host, port), args.event_loop)
     except ConfigError as exc:
         print(f"invalid config, not starting:\n{exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from exporter import __version__, icmp_mode
+from exporter import __version__, eventloop, icmp_mode
 from exporter import status as status_json
 from exporter.collector import Collector
 from exporter.config import Config, ConfigError, with_vantage
@@ -72,7 +72,8 @@ class Runtime:
         gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
         self.scheduler.apply(self.config)
         self._ticker = asyncio.create_task(self._tick(), name="verdict-ticker")
-        log.info("started", extra={"version": __version__, "checks": len(self.state.checks),
+        log.info("started", extra={"version": __version__, "event_loop": eventloop.name(),
+                                   "checks": len(self.state.checks),
                                    "config": self.config.source})
 
     async def stop(self) -> None:

@@ -48,7 +48,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from exporter import probe
+from exporter import eventloop, probe
 
 log = logging.getLogger("exporter.workers")
 
@@ -143,7 +143,8 @@ class WorkerPool:
         argv = [sys.executable, "-m", "exporter.workers", f"--fd={self.sock.fileno()}",
                 f"--forward={self.unix_path}", f"--counts={self.dir}", f"--parent={os.getpid()}",
                 f"--web.read-header-timeout={a.read_header_timeout}",
-                f"--log.level={a.log_level}", f"--log.format={a.log_format}"]
+                f"--log.level={a.log_level}", f"--log.format={a.log_format}",
+                f"--runtime.event-loop={getattr(a, 'event_loop', 'auto')}"]
         if self.config_file:
             argv.append(f"--config.file={self.config_file}")
         if a.web_config:
@@ -334,6 +335,7 @@ def worker_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log.level", dest="log_level", default="info")
     parser.add_argument("--log.format", dest="log_format", default="logfmt")
     parser.add_argument("--vantage")
+    parser.add_argument("--runtime.event-loop", dest="event_loop", default="auto")
     return parser
 
 
@@ -348,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1  # it died before the line above
     logs.setup(opts.log_level, opts.log_format)
     try:
-        asyncio.run(serve_worker(opts))
+        eventloop.run(serve_worker(opts), opts.event_loop)
     except ConfigError as exc:
         log.error("probe worker: invalid config, not starting", extra={"error": str(exc)})
         return 1
