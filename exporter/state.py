@@ -89,6 +89,13 @@ class CheckState:
     def slow(self) -> bool:
         return self.slow_streak >= self.verdict_cfg.outage_after
 
+    def verdict_inputs(self) -> tuple[object, ...]:
+        """Everything of this check the verdict reads (verdict.check_view): a run that leaves
+        it unchanged, the usual case, need not recompute its upstream's verdict."""
+        last = self.last
+        return (last is not None, self.down, bool(last and last.success),
+                last.reason if last else "", self.window_failures, self.slow)
+
     def label_values(self, spec: m.MetricSpec, sample: Sample | None = None) -> LabelValues:
         extra = sample.labels if sample is not None else {}
         values = []
@@ -141,6 +148,7 @@ class StateStore:
         state = self.checks.get(check.key)
         if state is None or state.check is not check:
             return None  # the check was removed or replaced by a reload while it ran
+        before = state.verdict_inputs()
         state.last = result
         state.runs += 1
         state.version += 1
@@ -153,10 +161,11 @@ class StateStore:
             state.consecutive_failures += 1
             state.consecutive_successes = 0
         state.debounce(result)
-        if check.upstream == "control":
-            self.dirty.update(u for (u, _) in self.checks if u != "control")
-        else:
-            self.dirty.add(check.upstream)
+        if check.kind == "statuspage" or state.verdict_inputs() != before:
+            if check.upstream == "control":
+                self.dirty.update(u for (u, _) in self.checks if u != "control")
+            else:
+                self.dirty.add(check.upstream)
         if check.kind != "statuspage":
             hist_key = (m.PROBE_LATENCY, state.label_values(m.PROBE_LATENCY))
             hist = state.histograms.get(hist_key)

@@ -189,3 +189,39 @@ def test_since_changes_only_when_the_verdict_does() -> None:
     state.record(check, OK)
     verdicts.refresh(state, config, now=200.0)
     assert verdicts.by_upstream["claude"].since == 100.0
+
+
+DIRTY = [
+    ("the first run", [], OK, True),
+    ("another success changes nothing the verdict reads", [OK], OK, False),
+    ("a first failure changes the window", [OK], FAIL, True),
+    ("a failure for the same reason inside a full window of failures", [FAIL] * 12, FAIL, False),
+    ("a different reason", [FAIL] * 12, run(False, "timeout"), True),
+    ("a slower success than before, under degraded_latency", [OK], run(True, duration=1.5), False),
+]
+
+
+@pytest.mark.parametrize(("case", "before", "result", "dirty"), DIRTY, ids=[d[0] for d in DIRTY])
+def test_a_run_marks_its_upstream_for_a_verdict_refresh_only_when_the_verdict_inputs_change(
+        case: str, before: list[Result], result: Result, dirty: bool) -> None:
+    state, _ = store_with(before, degraded_latency=2.0)
+    state.dirty.clear()
+    state.record(next(iter(state.checks.values())).check, result)
+    assert ("claude" in state.dirty) == dirty, case
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_refreshed_verdict_equals_a_full_recomputation_after_every_run(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    choices = [OK, OK, OK, FAIL, run(False, "timeout"), run(True, duration=5.0)]
+    state, config = store_with([], degraded_latency=2.0)
+    check = next(iter(state.checks.values())).check
+    incremental = Verdicts()
+    for _ in range(60):
+        state.record(check, rng.choice(choices))
+        incremental.refresh(state, config)
+        full = Verdicts()
+        full.refresh(state, config)  # a new Verdicts evaluates every upstream
+        assert incremental.by_upstream["claude"].decision == full.by_upstream["claude"].decision
