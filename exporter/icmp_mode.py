@@ -13,10 +13,9 @@ IPv4 socket of each kind at most and caches the answer, so calling it per scrape
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Literal
-
-from icmplib import ICMPLibError, ICMPv4Socket, SocketPermissionError
 
 Mode = Literal["privileged", "unprivileged", "none"]
 
@@ -35,11 +34,12 @@ _cached: Mode | None = None
 
 
 def _can_open(privileged: bool) -> bool:
+    kind = socket.SOCK_RAW if privileged else socket.SOCK_DGRAM
     try:
-        ICMPv4Socket(privileged=privileged).close()
-    except SocketPermissionError:
+        socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+    except PermissionError:
         return False
-    except ICMPLibError as exc:  # e.g. no IPv4 ICMP support at all
+    except OSError as exc:  # e.g. no IPv4 ICMP support at all
         log.debug("cannot open an ICMP socket: %s", exc)
         return False
     return True

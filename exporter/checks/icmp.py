@@ -10,7 +10,9 @@ Every run adds to probe_icmp_packets_sent_total and probe_icmp_packets_received_
 observes each reply's round trip in probe_icmp_rtt_seconds; loss and quantiles over any
 window come from PromQL. A run succeeds when at least one reply arrived.
 
-The socket kind (raw or unprivileged datagram) is the one exporter.icmp_mode detected.
+The socket kind (raw or unprivileged datagram) is the one exporter.icmp_mode detected. All
+probes of a process share one socket per address family (exporter.checks.icmpsock), which
+matches each reply to its request; round trips are timed by the kernel's arrival stamp.
 
 Failure reasons: dns (the name does not resolve), timeout (the lookup took the whole
 timeout), loss (no reply to any request), unreachable (no reply, and the network said so:
@@ -20,115 +22,60 @@ no route, or an ICMP destination unreachable), permission (no ICMP socket may be
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 import time
-
-from icmplib import (
-    AsyncSocket,
-    ICMPLibError,
-    ICMPRequest,
-    ICMPv4Socket,
-    ICMPv6Socket,
-    SocketPermissionError,
-)
-from icmplib.utils import unique_identifier
 
 from exporter import icmp_mode
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, failure
+from exporter.checks.icmpsock import Echo, channel
 from exporter.checks.resolve import ResolveError, address_hash, budget, ip_version, resolve
 from exporter.config import CheckConfig
 
 REASONS = ("dns", "timeout", "loss", "unreachable", "permission")
 REPLY_WAIT = 2.0  # seconds to wait for replies after the last request
-ECHO_REPLY = {4: 0, 6: 129}
-UNREACHABLE = {4: (3, 11), 6: (1, 3)}  # destination unreachable, time exceeded
 
 
-class Ping:
-    """One run's bookkeeping: which requests are out, what came back."""
-
-    def __init__(self) -> None:
-        self.ident: int | None = None
-        self.sent = 0
-        self.sent_at: dict[int, float] = {}
-        self.rtts: list[float] = []
-        self.errors: list[str] = []
-        self.all_sent = False
-        self.done = asyncio.Event()
-
-    def check_done(self) -> None:
-        if self.all_sent and not self.sent_at:
-            self.done.set()
-
-
-async def _receive(sock: AsyncSocket, version: int, ping: Ping) -> None:
-    task = asyncio.current_task()
-    while True:
-        try:
-            reply = await sock.receive(None, timeout=3600)
-        except ICMPLibError as exc:  # a socket error (e.g. ECONNREFUSED on a datagram socket)
-            ping.errors.append(str(exc))
-            await asyncio.sleep(0.01)
-            continue
-        if task is not None and task.cancelling():
-            # Python 3.11's wait_for (inside icmplib) hands back a packet that raced with our
-            # cancel instead of raising; without this the run would hang until its timeout.
-            raise asyncio.CancelledError
-        if reply.id != ping.ident or reply.sequence not in ping.sent_at:
-            continue  # another pinger's packet, a duplicate, or our own request (loopback)
-        if reply.type == ECHO_REPLY[version]:
-            ping.rtts.append(max(0.0, reply.time - ping.sent_at.pop(reply.sequence)))
-        elif reply.type in UNREACHABLE[version]:
-            ping.sent_at.pop(reply.sequence)
-            ping.errors.append(f"ICMP type {reply.type} code {reply.code} for request "
-                               f"{reply.sequence}")
-        ping.check_done()
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def ping(address: str, count: int, interval: float, payload_size: int,
-               privileged: bool, deadline: float) -> Ping:
-    """Run the echo exchange; ``deadline`` is on the loop clock. Raises SocketPermissionError
-    or ICMPLibError only when the socket cannot be opened."""
+               privileged: bool, deadline: float) -> Echo:
+    """Run the echo exchange on the process's shared socket; ``deadline`` is on the loop
+    clock. Raises OSError (PermissionError when not allowed) only when the socket cannot be
+    opened."""
     loop = asyncio.get_running_loop()
-    version = ip_version(address)
-    socket_class = ICMPv6Socket if version == 6 else ICMPv4Socket
-    state = Ping()
-    with AsyncSocket(socket_class(privileged=privileged)) as sock:
-        receiver = asyncio.create_task(_receive(sock, version, state))
-        try:
-            ident = unique_identifier()
-            first = loop.time()
-            for sequence in range(count):
-                send_at = first + sequence * interval
-                if send_at > deadline:
-                    break
-                if send_at > loop.time():
-                    await asyncio.sleep(send_at - loop.time())
-                request = ICMPRequest(address, ident, sequence, payload_size=payload_size)
-                state.sent += 1
-                try:
-                    sock.send(request)
-                except ICMPLibError as exc:
-                    state.errors.append(str(exc) or exc.__class__.__name__)
-                    continue
-                state.ident = request.id  # unprivileged sockets get the kernel's id
-                state.sent_at[sequence] = request.time
-            state.all_sent = True
-            state.check_done()
-            wait = min(deadline, loop.time() + REPLY_WAIT) - loop.time()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wait)):
-                    await state.done.wait()
-        finally:
-            receiver.cancel()
+    family = socket.AF_INET6 if ip_version(address) == 6 else socket.AF_INET
+    sock = channel(family, privileged)
+    run = Echo()
+    try:
+        first = loop.time()
+        for index in range(count):
+            send_at = first + index * interval
+            if send_at > deadline:
+                break
+            if send_at > loop.time():
+                await asyncio.sleep(send_at - loop.time())
+                if sock.closed:  # failed while we slept: carry on with a new one
+                    sock = channel(family, privileged)
+            run.sent += 1
             try:
-                await receiver
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # our own caller's timeout, not just the receiver's end
-    return state
+                sock.send(run, index, address, payload_size)
+            except OSError as exc:
+                run.errors.append(str(exc) or exc.__class__.__name__)
+        run.all_sent = True
+        if run.outstanding > 0:
+            waiter = run.waiter = loop.create_future()
+            timer = loop.call_at(min(deadline, loop.time() + REPLY_WAIT), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+    finally:
+        sock.release(run)
+    return run
 
 
 async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
@@ -161,12 +108,12 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     try:
         result = await ping(address, check.packets, check.packet_interval, check.payload_size,
                             mode == "privileged", deadline)
-    except SocketPermissionError:
+    except PermissionError:
         message = (f"not allowed to open a {mode} ICMPv{ip_version(address)} socket; "
                    + icmp_mode.message())
         ctx.log(message)
         return failure(start, "permission", message, gauges=gauges, counters=zero)
-    except ICMPLibError as exc:
+    except OSError as exc:
         message = f"cannot open an ICMP socket: {exc}"
         ctx.log(message)
         return failure(start, "unreachable", message, gauges=gauges, counters=zero)
