@@ -354,6 +354,9 @@ def parse_status_codes(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
 def parse_headers(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a mapping of header names to values (got {_show(value)})")
@@ -364,7 +367,13 @@ def parse_headers(value: Any) -> dict[str, str]:
         if name.lower() in SECRET_HEADERS:
             raise ValueError(f"inline secrets are not allowed: header {name} must come from "
                              "api_key_env or api_key_file (with api_key_header)")
-        out[str(name)] = str(header_value)
+        text = str(header_value)
+        if not HEADER_NAME.fullmatch(str(name)):
+            raise ValueError(f"header name {str(name)[:64]!r} is not a valid HTTP header name")
+        if any(c in text for c in "\r\n\0"):
+            # The value is not shown: it may be a secret.
+            raise ValueError(f"header {name} has a line break or NUL in its value")
+        out[str(name)] = text
     return out
 
 

@@ -54,6 +54,16 @@ BAD = [
             "        headers: {Authorization: Bearer abc}\n",
      "c.yml:8: upstreams.claude.checks[0].headers: inline secrets are not allowed: header "
      "Authorization must come from api_key_env or api_key_file (with api_key_header)"),
+    ("line break in a header value",
+     BASE + "    checks:\n      - name: h\n        kind: http\n        url: http://127.0.0.1/\n"
+            '        headers: {X-Team: "sre\\r\\nX-Injected: 1"}\n',
+     "c.yml:8: upstreams.claude.checks[0].headers: header X-Team has a line break or NUL in its "
+     "value"),
+    ("space in a header name",
+     BASE + "    checks:\n      - name: h\n        kind: http\n        url: http://127.0.0.1/\n"
+            '        headers: {"X Team": sre}\n',
+     "c.yml:8: upstreams.claude.checks[0].headers: header name 'X Team' is not a valid HTTP "
+     "header name"),
     ("wrong type",
      BASE + "    checks:\n      - {name: i, kind: icmp, target: 127.0.0.1, packets: many}\n",
      "c.yml:5: upstreams.claude.checks[0].packets: must be an integer from 1 to 100 (got 'many')"),
