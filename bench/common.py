@@ -66,7 +66,7 @@ class Context:
     sizes: Sizes
     nginx: Nginx
     blackbox_url: str | None  # None when blackbox_exporter is not installed
-    uvloop: bool = False
+    plain_asyncio: bool = False  # also measure throughput on the standard asyncio loop
     notes: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)  # network namespaces it created
 

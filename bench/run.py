@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import shutil
 import signal
@@ -68,7 +67,8 @@ def signals_as_exit() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run(stages: tuple[str, ...], quick: bool, workdir: Path, uvloop: bool) -> tuple[list[Row], Context]:
+def run(stages: tuple[str, ...], quick: bool, workdir: Path,
+        plain_asyncio: bool) -> tuple[list[Row], Context]:
     sizes = QUICK if quick else FULL
     with Procs(workdir) as procs:
         need_tls = "footprint" in stages
@@ -77,7 +77,7 @@ def run(stages: tuple[str, ...], quick: bool, workdir: Path, uvloop: bool) -> tu
         blackbox_url = None
         if blackbox_binary() is not None and {"throughput", "accuracy"} & set(stages):
             blackbox, blackbox_url = start_blackbox(procs)
-        ctx = Context(procs, sizes, nginx, blackbox_url, uvloop=uvloop)
+        ctx = Context(procs, sizes, nginx, blackbox_url, plain_asyncio=plain_asyncio)
         if blackbox_binary() is None:
             ctx.notes.append("prometheus-blackbox-exporter is not installed: no ratios")
         steps: dict[str, Callable[[], list[Row]]] = {
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated stages to run (default: all)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
-    parser.add_argument("--uvloop", action="store_true",
-                        help="add a throughput row for our exporter on uvloop (if installed)")
+    parser.add_argument("--asyncio", action="store_true",
+                        help="add throughput rows for our exporter on the standard asyncio loop "
+                             "(it runs on uvloop by default)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--workdir", type=Path,
                         help="where configs and logs go (kept); default: a temporary directory")
@@ -145,14 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; pick from {', '.join(STAGES)}")
-    uvloop = args.uvloop and importlib.util.find_spec("uvloop") is not None
     keep = args.keep or args.workdir is not None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
         with signals_as_exit():
-            rows, ctx = run(stages, args.quick, workdir, uvloop)
+            rows, ctx = run(stages, args.quick, workdir, args.asyncio)
     finally:
         if keep:
             print(f"logs kept in {workdir}", file=sys.stderr)

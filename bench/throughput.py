@@ -12,7 +12,6 @@ The goal is judged on the worker mode, the setting documented for heavy /probe u
 from __future__ import annotations
 
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -37,10 +36,10 @@ def targets(ctx: Context) -> dict[str, str]:
 def run(ctx: Context, blackbox: Proc | None) -> list[Row]:
     ours, ours_url = start_ours(ctx.procs, OUR_MODULES, name="ours-probe")
     variants: dict[str, tuple[str, tuple[int, ...]]] = {"ours": (ours_url, (ours.pid,))}
-    if ctx.uvloop:
-        uv, uv_url = start_ours(ctx.procs, OUR_MODULES, name="ours-uvloop",
-                                command=(sys.executable, "-m", "bench.uvloop_main"))
-        variants["ours+uvloop"] = (uv_url, (uv.pid,))
+    if ctx.plain_asyncio:
+        plain, plain_url = start_ours(ctx.procs, OUR_MODULES, name="ours-asyncio",
+                                      extra=("--runtime.event-loop=asyncio",))
+        variants["ours+asyncio"] = (plain_url, (plain.pid,))
     multi, multi_url = start_ours(ctx.procs, OUR_MODULES, name="ours-workers",
                                   extra=(f"--web.probe-workers={WORKERS}",))
     worker_pids = _wait_workers(multi, multi_url, WORKERS)
@@ -105,7 +104,10 @@ def _rows(module: str, results: dict[str, list[WrkResult]]) -> list[Row]:
         Row("1 throughput", f"{module}: latency p99, one process", med("ours", "p99_ms"),
             med("blackbox", "p99_ms"), "ms"),
     ]
-    if "ours+uvloop" in results:
-        rows.insert(2, Row("1 throughput", f"{module}: probes/s, one process with uvloop",
-                           med("ours+uvloop", "probes_per_second"), bb_rate, "/s"))
+    if "ours+asyncio" in results:
+        rows.insert(2, Row("1 throughput", f"{module}: probes/s, one process on plain asyncio",
+                           med("ours+asyncio", "probes_per_second"), bb_rate, "/s"))
+        rows.insert(5, Row("1 throughput", f"{module}: CPU per probe, one process on plain asyncio",
+                           med("ours+asyncio", "cpu_us_per_probe"),
+                           med("blackbox", "cpu_us_per_probe"), "us"))
     return rows

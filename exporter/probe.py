@@ -23,26 +23,20 @@ module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import functools
 import ipaddress
 import logging
 import re
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, probers
@@ -179,63 +173,144 @@ def probe_timeout(module: CheckConfig, header: str | None) -> float:
 
 
 # -- rendering -----------------------------------------------------------------------------------
+#
+# The answer is written as text directly (no prometheus_client registry per request), in exactly
+# the form prometheus_client's generate_latest gave it before: families in the same order, label
+# names sorted, values formatted by Go's rules, counters as name_total, histograms as
+# _bucket/_count/_sum with float counts. tests/test_probe_render.py compares the two.
+
+THIS_PROBE_ONLY = " (this probe only)"  # appended to the help of counters and histograms
+# blackbox_exporter's help texts for the two series every /probe answer carries.
+SUCCESS_HELP = "1 if the probe succeeded."
+DURATION_HELP = "Duration of the probe in seconds."
+_INF = float("inf")
 
 
-def _label_names(spec: m.MetricSpec) -> list[str]:
-    return [n for n in spec.labels if n not in IDENTITY_LABELS]
+def go_float(value: float) -> str:
+    """A sample value as Prometheus's Go code (and prometheus_client) writes it."""
+    d = float(value)
+    if d != d:
+        return "NaN"
+    if d == _INF:
+        return "+Inf"
+    if d == -_INF:
+        return "-Inf"
+    text = repr(d)
+    if d > 0:
+        dot = text.find(".")
+        if dot > 6:  # Go switches to an exponent from 1e21 down to 1e6 sooner than Python
+            mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+            return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
 
-def _families(result: Result) -> Iterator[Metric]:
-    success = GaugeMetricFamily(m.PROBE_SUCCESS.name, "1 if the probe succeeded.")
-    success.add_metric([], 1.0 if result.success else 0.0)
-    yield success
-    duration = GaugeMetricFamily(m.PROBE_DURATION.name, "Duration of the probe in seconds.")
-    duration.add_metric([], result.duration_seconds)
-    yield duration
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
-    grouped: dict[m.MetricSpec, list[Sample]] = defaultdict(list)
-    for sample in (*result.gauges, *result.counters):
-        grouped[sample.metric].append(sample)
-    for spec, samples in grouped.items():
-        names = _label_names(spec)
-        family: GaugeMetricFamily | CounterMetricFamily
+
+def _escape_value(text: str) -> str:
+    if "\\" not in text and "\n" not in text and '"' not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _head(name: str, help_text: str, kind: str) -> str:
+    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} {kind}\n"
+
+
+_SUCCESS = (_head(m.PROBE_SUCCESS.name, SUCCESS_HELP, "gauge")
+            + f"{m.PROBE_SUCCESS.name} ").encode()
+_DURATION = (_head(m.PROBE_DURATION.name, DURATION_HELP, "gauge")
+             + f"{m.PROBE_DURATION.name} ").encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    head: str  # the HELP and TYPE lines
+    name: str  # the sample name (histograms: the base of _bucket, _count, _sum)
+    labels: tuple[str, ...]  # label names beyond the check identity, sorted as written
+    les: tuple[str, ...]  # histograms: the le label of each bucket but +Inf
+
+
+_FAMILIES: dict[str, _Family] = {}  # by spec name: a spec's fields never change
+
+
+def _family(spec: m.MetricSpec) -> _Family:
+    family = _FAMILIES.get(spec.name)
+    if family is None:
+        labels = tuple(sorted(n for n in spec.labels if n not in IDENTITY_LABELS))
+        name, help_text = spec.name, spec.help
         if spec.type == "counter":
-            family = CounterMetricFamily(spec.name, spec.help + " (this probe only)", labels=names)
-        else:
-            family = GaugeMetricFamily(spec.name, spec.help, labels=names)
-        for sample in samples:
-            family.add_metric([str(sample.labels.get(n, "")) for n in names], sample.value)
-        yield family
-
-    observed: dict[m.MetricSpec, dict[tuple[str, ...], list[float]]] = defaultdict(
-        lambda: defaultdict(list))
-    for sample in result.observations:
-        names = _label_names(sample.metric)
-        key = tuple(str(sample.labels.get(n, "")) for n in names)
-        observed[sample.metric][key].append(sample.value)
-    for spec, series in observed.items():
-        names = _label_names(spec)
-        hist = HistogramMetricFamily(spec.name, spec.help + " (this probe only)", labels=names)
-        for values, observations in series.items():
-            buckets = [(repr(float(bound)), float(sum(v <= bound for v in observations)))
-                       for bound in spec.buckets]
-            buckets.append(("+Inf", float(len(observations))))
-            hist.add_metric(list(values), buckets, sum(observations))
-        yield hist
+            name = name.removesuffix("_total") + "_total"
+        if spec.type != "gauge":
+            help_text += THIS_PROBE_ONLY
+        family = _FAMILIES[spec.name] = _Family(_head(name, help_text, spec.type), name, labels,
+                                                tuple(repr(float(b)) for b in spec.buckets))
+    return family
 
 
-class _OneResult:
-    def __init__(self, result: Result) -> None:
-        self.result = result
-
-    def collect(self) -> Iterator[Metric]:
-        return _families(self.result)
+def _pairs(names: tuple[str, ...], labels: Mapping[str, Any]) -> list[str]:
+    return [f'{n}="{_escape_value(str(labels.get(n, "")))}"' for n in names]
 
 
 def render(result: Result) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_OneResult(result))
-    return generate_latest(registry)
+    """The /probe answer for one run: probe_success, probe_duration_seconds, then the prober's
+    series (gauges and counters grouped by metric in order of appearance, then histograms)."""
+    out = [_SUCCESS + (b"1.0\n" if result.success else b"0.0\n"),
+           _DURATION + go_float(result.duration_seconds).encode() + b"\n"]
+    text: list[str] = []
+    if result.gauges or result.counters:
+        grouped: dict[str, list[Sample]] = {}
+        for sample in (*result.gauges, *result.counters):
+            group = grouped.get(sample.metric.name)
+            if group is None:
+                grouped[sample.metric.name] = [sample]
+            else:
+                group.append(sample)
+        for samples in grouped.values():
+            family = _family(samples[0].metric)
+            text.append(family.head)
+            for sample in samples:
+                labels = "{" + ",".join(_pairs(family.labels, sample.labels)) + "}" \
+                    if family.labels else ""
+                text.append(f"{family.name}{labels} {go_float(sample.value)}\n")
+    if result.observations:
+        _histograms(text, result.observations)
+    if text:
+        out.append("".join(text).encode())
+    return b"".join(out)
+
+
+def _histograms(text: list[str], observations: tuple[Sample, ...]) -> None:
+    observed: dict[str, tuple[m.MetricSpec, dict[tuple[str, ...], list[float]]]] = {}
+    for sample in observations:
+        spec = sample.metric
+        entry = observed.get(spec.name)
+        if entry is None:
+            entry = observed[spec.name] = (spec, {})
+        names = _family(spec).labels
+        key = tuple(str(sample.labels.get(n, "")) for n in names)
+        entry[1].setdefault(key, []).append(sample.value)
+    for spec, series in observed.values():
+        family = _family(spec)
+        text.append(family.head)
+        for values, points in series.items():
+            pairs = _pairs(family.labels, dict(zip(family.labels, values, strict=True)))
+            # "le" takes its place among the sorted label names.
+            before = "".join(p + "," for n, p in zip(family.labels, pairs, strict=True)
+                             if n < "le")
+            after = "".join("," + p for n, p in zip(family.labels, pairs, strict=True)
+                            if n > "le")
+            bucket = f"{family.name}_bucket{{{before}le=\""
+            # Counts are whole numbers, written as Go writes a float: "3.0". NaN is in no
+            # bucket but +Inf, as "v <= bound" is false for it.
+            ordered = sorted(v for v in points if v == v)
+            for le, bound in zip(family.les, spec.buckets, strict=True):
+                text.append(f"{bucket}{le}\"{after}}} {bisect.bisect_right(ordered, bound)}.0\n")
+            text.append(f"{bucket}+Inf\"{after}}} {len(points)}.0\n")
+            labels = "{" + ",".join(pairs) + "}" if pairs else ""
+            text.append(f"{family.name}_count{labels} {len(points)}.0\n")
+            text.append(f"{family.name}_sum{labels} {go_float(sum(points))}\n")
 
 
 def module_yaml(module: CheckConfig) -> str:
@@ -273,25 +348,55 @@ def debug_page(module: CheckConfig, target: str, limit: float, result: Result,
 
 # -- the handler ---------------------------------------------------------------------------------
 
+PREPARED_MAX = 1024  # remembered (module, target, timeout) combinations; the oldest go first
+# (module name, target, time limit) -> (the module, its checked config for the run, its logger).
+# Prometheus asks for the same few targets again and again: validating the target and copying
+# the module (dataclasses.replace) once per combination instead of once per request saves
+# about a tenth of a tcp probe's CPU. An entry counts only while its module is the very object
+# the running config holds, so a reload takes effect at once.
+_prepared: dict[tuple[str, str, float], tuple[CheckConfig, CheckConfig, logging.Logger]] = {}
+_runtime_key: Any = None  # exporter.web.RUNTIME_KEY, looked up on first use (web imports us)
+
 
 def _reply(module: str, outcome: str, status: int, text: str) -> web.Response:
     _requests[(module, outcome)] += 1
     return web.Response(status=status, text=text + "\n")
 
 
-async def run_probe(module: CheckConfig, target: str, limit: float, session: Any) -> Result:
-    """Run the module's prober once against ``target``; never raises except on cancel."""
-    key = TARGET_KEY[module.kind]
-    changes: dict[str, Any] = {key: target, "timeout": limit, "upstream": "probe"}
+def probe_check(module: CheckConfig, target: str, limit: float) -> CheckConfig:
+    """The module's config for one run against ``target`` within ``limit`` seconds."""
+    changes: dict[str, Any] = {TARGET_KEY[module.kind]: target, "timeout": limit,
+                               "upstream": "probe"}
     if module.has_secret:
         changes["follow_redirects"] = False  # never carry an API key to another host
-    check = dataclasses.replace(module, **changes)
+    return dataclasses.replace(module, **changes)
+
+
+def prepare(module: CheckConfig, target: str, limit: float,
+            ) -> tuple[CheckConfig, logging.Logger]:
+    """Check ``target`` (raises TargetError), then the run's config and logger, remembered."""
+    key = (module.name, target, limit)
+    hit = _prepared.get(key)
+    if hit is not None and hit[0] is module:
+        return hit[1], hit[2]
+    check_target(module, target)
+    check = probe_check(module, target, limit)
     logger = logging.getLogger(f"exporter.probe.{module.name}")
+    if len(_prepared) >= PREPARED_MAX and key not in _prepared:
+        del _prepared[next(iter(_prepared))]
+    _prepared[key] = (module, check, logger)
+    return check, logger
+
+
+async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logging.Logger,
+                    keep_log: bool = True) -> Result:
+    """Run the prober of ``check`` (from probe_check) once; never raises except on cancel.
+    ``keep_log``: put the prober's log lines in the Result (copying it) if it did not."""
     ctx = ProbeContext(session, logger, {}, secret=SECRETS.get)
     start = time.perf_counter()
-    prober = probers().get(module.kind)
+    prober = probers().get(check.kind)
     if prober is None:
-        return Result(False, 0.0, "internal", f"no prober for kind {module.kind}")
+        return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")
     try:
         async with asyncio.timeout(limit):
             result = await prober(check, ctx)
@@ -302,16 +407,18 @@ async def run_probe(module: CheckConfig, target: str, limit: float, session: Any
         logger.exception("prober crashed")
         result = Result(False, time.perf_counter() - start, "internal",
                         f"internal error: {exc.__class__.__name__}")
-    if ctx.lines and not result.log:
+    if keep_log and ctx.lines and not result.log:
         result = dataclasses.replace(result, log=tuple(ctx.lines))
     return result
 
 
 async def handle_probe(request: web.Request) -> web.Response:
-    global _in_flight
-    from exporter.web import RUNTIME_KEY  # web imports this module lazily too
+    global _in_flight, _runtime_key
+    if _runtime_key is None:
+        from exporter.web import RUNTIME_KEY
 
-    runtime = request.app[RUNTIME_KEY]
+        _runtime_key = RUNTIME_KEY
+    runtime = request.app[_runtime_key]
     query = request.query
     module_name = query.get("module", "")
     if not module_name:
@@ -320,24 +427,29 @@ async def handle_probe(request: web.Request) -> web.Response:
     if module is None:
         return _reply("", "unknown_module", 400, f"unknown module {module_name!r}")
     target = query.get("target", "")
+    timeout = probe_timeout(module, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
     try:
-        check_target(module, target)
+        check, logger = prepare(module, target, timeout)
     except TargetError as exc:
         return _reply(module_name, exc.outcome, exc.status, exc.message)
     if _in_flight >= MAX_CONCURRENT:
         return _reply(module_name, "busy", 429, f"too many probes running at once (limit "
                                                 f"{MAX_CONCURRENT}); retry later")
-    timeout = probe_timeout(module, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+    debug = query.get("debug", "").lower() == "true"
     _in_flight += 1
     try:
-        result = await run_probe(module, target, timeout, runtime.session)
+        result = await run_probe(check, timeout, runtime.session, logger, keep_log=debug)
     finally:
         _in_flight -= 1
     _requests[(module_name, "ok")] += 1
-    log.debug("probe done", extra={"probe_module": module_name, "target": target,
-                                   "success": result.success, "reason": result.reason})
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("probe done", extra={"probe_module": module_name, "target": target,
+                                       "success": result.success, "reason": result.reason})
     body = render(result)
-    if query.get("debug", "").lower() == "true":
+    if debug:
         return web.Response(text=debug_page(module, target, timeout, result, body),
                             content_type="text/plain")
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=body, headers=_HEADERS)
+
+
+_HEADERS = {"Content-Type": CONTENT_TYPE}

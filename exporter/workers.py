@@ -58,7 +58,10 @@ COUNTS_EVERY = 1.0  # seconds between a worker's writes of its /probe request co
 BACKLOG = 1024
 # Connections a process accepts per wakeup of the shared socket. asyncio accepts up to its
 # backlog argument in one go, so one process would take a whole burst of new connections (and
-# keep them, with keep-alive); one at a time lets every idle process take its share.
+# keep them, with keep-alive); one at a time lets every idle process take its share. uvloop
+# (libuv) ignores this and accepts until the queue is empty, yet every woken process races for
+# the burst: measured with wrk -c16 and 2 workers, each of 8 rounds spread the 16 connections
+# over at least two of the three processes, as on asyncio (docs/benchmarks.md).
 ACCEPT_BATCH = 1
 SERVED_BY = "X-Served-By"  # on /probe answers: the pid of the process that ran the probe
 # Not forwarded either way: they describe one connection, not the request.

@@ -111,6 +111,47 @@ def test_timeout_follows_prometheus_scrape_timeout(header: str | None, expected:
     assert probe.probe_timeout(mod, header) == expected
 
 
+# -- the remembered per-target config (probe.prepare) -------------------------------------------
+
+
+def test_prepare_gives_the_run_its_target_timeout_and_identity() -> None:
+    keyed = CheckConfig(upstream="u", name="k", kind="http", api_key_env="K",
+                        allowed_targets=("http://127.0.0.1:*/",))
+    check, logger = probe.prepare(keyed, "http://127.0.0.1:9/", 1.5)
+    assert (check.url, check.timeout, check.upstream, check.follow_redirects) == (
+        "http://127.0.0.1:9/", 1.5, "probe", False)
+    assert logger.name == "exporter.probe.k"
+
+
+@pytest.mark.parametrize(("second", "same"), [
+    ((TCP, "198.18.3.4:22", 2.0), True),  # the same request again: remembered
+    ((TCP, "198.18.3.4:23", 2.0), False),  # another target
+    ((TCP, "198.18.3.4:22", 1.0), False),  # another timeout (the scrape timeout header)
+    ((module("tcp", "198.18.*:*"), "198.18.3.4:22", 2.0), False),  # a reload's new module
+])
+def test_prepare_remembers_only_the_same_module_target_and_timeout(
+        second: tuple[CheckConfig, str, float], same: bool) -> None:
+    first, _ = probe.prepare(TCP, "198.18.3.4:22", 2.0)
+    again, _ = probe.prepare(*second)
+    assert (again is first) == same
+    assert (again.target, again.timeout) == second[1:]
+
+
+def test_prepare_refuses_a_target_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(probe.TargetError):
+            probe.prepare(TCP, "127.0.0.2:443", 2.0)
+
+
+def test_prepare_remembers_a_bounded_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe, "PREPARED_MAX", 8)
+    monkeypatch.setattr(probe, "_prepared", {})
+    for port in range(1, 21):
+        probe.prepare(TCP, f"198.18.0.1:{port}", 2.0)
+    assert len(probe._prepared) == 8
+    assert ("tcp_mod", "198.18.0.1:20", 2.0) in probe._prepared  # the newest stay
+
+
 # -- through the real exporter -------------------------------------------------------------------
 
 
