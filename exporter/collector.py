@@ -200,6 +200,10 @@ class Collector:
         return (state.version, self.vantage, tuple(names), tuple(chunks))
 
     def render(self) -> bytes:
+        return b"".join(self.render_chunks())
+
+    def render_chunks(self) -> list[bytes]:
+        """The exposition as pieces in order (a snapshot: nothing awaits while it is built)."""
         # Keyed by name: a str caches its hash, a MetricSpec hashes all its fields every time.
         families: dict[str, list[bytes]] = {}
         cache = self._cache
@@ -231,7 +235,7 @@ class Collector:
         for name in sorted(families, key=lambda n: ORDER.get(n, len(ORDER))):
             chunks.append(self._header(specs[name]))
             chunks.extend(families[name])
-        return b"".join(chunks)
+        return chunks
 
     def _header(self, spec: m.MetricSpec) -> bytes:
         header = self._headers.get(spec.name)

@@ -87,6 +87,9 @@ PROBE_SUCCESS = MetricSpec(
     "probe_success", "gauge", "1 if the most recent run of the check succeeded.", CHECK)
 PROBE_DURATION = MetricSpec(
     "probe_duration_seconds", "gauge", "Duration of the most recent run of the check.", CHECK)
+# /probe answers describe one run, as blackbox_exporter's do: the same two names, these helps.
+PROBE_SUCCESS_ONE_RUN_HELP = "1 if the probe succeeded."
+PROBE_DURATION_ONE_RUN_HELP = "Duration of the probe in seconds."
 PROBE_RUNS = MetricSpec("probe_runs_total", "counter", "Runs of the check.", CHECK)
 PROBE_FAILURES = MetricSpec(
     "probe_failures_total", "counter",

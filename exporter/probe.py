@@ -181,8 +181,8 @@ def probe_timeout(module: CheckConfig, header: str | None) -> float:
 
 THIS_PROBE_ONLY = " (this probe only)"  # appended to the help of counters and histograms
 # blackbox_exporter's help texts for the two series every /probe answer carries.
-SUCCESS_HELP = "1 if the probe succeeded."
-DURATION_HELP = "Duration of the probe in seconds."
+SUCCESS_HELP = m.PROBE_SUCCESS_ONE_RUN_HELP
+DURATION_HELP = m.PROBE_DURATION_ONE_RUN_HELP
 _INF = float("inf")
 
 

@@ -119,8 +119,11 @@ class Runtime:
         return self._ready
 
     def metrics(self) -> bytes:
+        return b"".join(self.metrics_chunks())
+
+    def metrics_chunks(self) -> list[bytes]:
         self.verdicts.refresh(self.state, self.config)
-        return self.collector.render()
+        return self.collector.render_chunks()
 
     def status(self) -> dict[str, Any]:
         self.verdicts.refresh(self.state, self.config)
