@@ -140,10 +140,11 @@ def config_check(path: str | None) -> int:
 
 
 async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
-    from exporter import metrics
+    from exporter import fastlane, metrics
     from exporter.config import parse_duration
     from exporter.runtime import Runtime
     from exporter.web import RELOADERS_KEY, SERVER_LIMITS, SlowClientGuard, make_app, reload_all
+    from exporter.workers import BACKLOG, bind
 
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
@@ -192,12 +193,15 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
+    lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, web_guard,
+                                served_by=pool is not None)
+    listening: asyncio.Server | None = None
     try:
         if pool is None:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-            await site.start()
-        else:
-            await pool.start(runner, ssl_context)  # the shared socket, then the workers
+            listening = await fastlane.listen(lane, bind(host, port), ssl_context,
+                                              backlog=BACKLOG)
+        else:  # the shared socket, then the workers
+            listening = await pool.start(runner, lane, ssl_context)
         scheme = "https" if ssl_context else "http"
         log.info("listening", extra={"address": f"{scheme}://{host or '0.0.0.0'}:{port}"})
         if demo is not None:
@@ -206,6 +210,9 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         log.info("shutting down")
     finally:
         watcher.cancel()
+        if listening is not None:
+            listening.close()
+        await lane.shutdown(SHUTDOWN_GRACE / 2)
         if pool is None:
             await runner.cleanup()
         else:

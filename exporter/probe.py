@@ -48,6 +48,7 @@ log = logging.getLogger("exporter.probe")
 MAX_CONCURRENT = 64  # simultaneous /probe runs per process; more get 429
 TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus's scrape timeout, as blackbox does
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"  # refusals and the debug page
 IDENTITY_LABELS = {"upstream", "check", "kind"}
 OUTCOMES = ("ok", "refused", "unknown_module", "bad_request", "busy")
 HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
@@ -358,11 +359,6 @@ _prepared: dict[tuple[str, str, float], tuple[CheckConfig, CheckConfig, logging.
 _runtime_key: Any = None  # exporter.web.RUNTIME_KEY, looked up on first use (web imports us)
 
 
-def _reply(module: str, outcome: str, status: int, text: str) -> web.Response:
-    _requests[(module, outcome)] += 1
-    return web.Response(status=status, text=text + "\n")
-
-
 def probe_check(module: CheckConfig, target: str, limit: float) -> CheckConfig:
     """The module's config for one run against ``target`` within ``limit`` seconds."""
     changes: dict[str, Any] = {TARGET_KEY[module.kind]: target, "timeout": limit,
@@ -412,29 +408,38 @@ async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logg
     return result
 
 
-async def handle_probe(request: web.Request) -> web.Response:
-    global _in_flight, _runtime_key
-    if _runtime_key is None:
-        from exporter.web import RUNTIME_KEY
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str = CONTENT_TYPE
 
-        _runtime_key = RUNTIME_KEY
-    runtime = request.app[_runtime_key]
-    query = request.query
+
+def _refusal(module: str, outcome: str, status: int, text: str) -> Answer:
+    _requests[(module, outcome)] += 1
+    return Answer(status, (text + "\n").encode(), TEXT_TYPE)
+
+
+async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | None) -> Answer:
+    """The whole /probe request, served by aiohttp (handle_probe) or the fast lane
+    (exporter/fastlane.py): ``query`` is the decoded query string, ``scrape_timeout`` the
+    X-Prometheus-Scrape-Timeout-Seconds header."""
+    global _in_flight
     module_name = query.get("module", "")
     if not module_name:
-        return _reply("", "unknown_module", 400, "module parameter is missing")
+        return _refusal("", "unknown_module", 400, "module parameter is missing")
     module = runtime.config.modules.get(module_name)
     if module is None:
-        return _reply("", "unknown_module", 400, f"unknown module {module_name!r}")
+        return _refusal("", "unknown_module", 400, f"unknown module {module_name!r}")
     target = query.get("target", "")
-    timeout = probe_timeout(module, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+    timeout = probe_timeout(module, scrape_timeout)
     try:
         check, logger = prepare(module, target, timeout)
     except TargetError as exc:
-        return _reply(module_name, exc.outcome, exc.status, exc.message)
+        return _refusal(module_name, exc.outcome, exc.status, exc.message)
     if _in_flight >= MAX_CONCURRENT:
-        return _reply(module_name, "busy", 429, f"too many probes running at once (limit "
-                                                f"{MAX_CONCURRENT}); retry later")
+        return _refusal(module_name, "busy", 429, f"too many probes running at once (limit "
+                                                  f"{MAX_CONCURRENT}); retry later")
     debug = query.get("debug", "").lower() == "true"
     _in_flight += 1
     try:
@@ -447,9 +452,20 @@ async def handle_probe(request: web.Request) -> web.Response:
                                        "success": result.success, "reason": result.reason})
     body = render(result)
     if debug:
-        return web.Response(text=debug_page(module, target, timeout, result, body),
-                            content_type="text/plain")
-    return web.Response(body=body, headers=_HEADERS)
+        return Answer(200, debug_page(module, target, timeout, result, body).encode(), TEXT_TYPE)
+    return Answer(200, body)
 
 
-_HEADERS = {"Content-Type": CONTENT_TYPE}
+async def handle_probe(request: web.Request) -> web.Response:
+    global _runtime_key
+    if _runtime_key is None:
+        from exporter.web import RUNTIME_KEY
+
+        _runtime_key = RUNTIME_KEY
+    reply = await answer(request.app[_runtime_key], request.query,
+                         request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+    return web.Response(status=reply.status, body=reply.body,
+                        headers={"Content-Type": reply.content_type})
+
+
+

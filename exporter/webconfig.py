@@ -403,20 +403,43 @@ class WebGuard:
         resource = request.match_info.route.resource
         return resource is not None and resource.canonical in config.exempt_paths
 
-    async def _refusal(self, request: web.Request, config: WebConfig) -> web.Response | None:
-        """None when the request carries good credentials, else the 401 (or 429) to send."""
-        header = request.headers.get("Authorization", "")
+    def admits(self, authorization: str | None) -> bool:
+        """True when a /probe request with this Authorization header needs no more checking:
+        no users, /probe exempt, or these very credentials verified before. The /probe fast
+        lane (exporter/fastlane.py) asks; a False sends the request the middleware's way."""
+        config = self.config
+        if not config.users or "/probe" in config.exempt_paths:
+            return True
+        credentials = self._credentials(authorization or "", config)
+        return credentials is not None and credentials[1] is not None \
+            and credentials[2] in self._verified
+
+    def response_headers(self) -> dict[str, str]:
+        return dict(self.config.headers)
+
+    def _credentials(self, header: str, config: WebConfig,
+                     ) -> tuple[bytes, bytes | None, bytes, str] | None:
+        """(password, its user's hash or None, the cache digest, login), or None when the
+        header holds no basic credentials."""
         try:
             creds = BasicAuth.decode(header, encoding="utf-8") if header else None
         except ValueError:
             creds = None
         if creds is None:
-            return _unauthorized()
+            return None
         password = creds.password.encode("utf-8", "surrogatepass")[:BCRYPT_MAX_PASSWORD]
         hashed = config.users.get(creds.login)
         digest = hmac.new(self._cache_key, b"\0".join(
             (creds.login.encode("utf-8", "surrogatepass"), password, hashed or b"")),
             hashlib.sha256).digest()
+        return password, hashed, digest, creds.login
+
+    async def _refusal(self, request: web.Request, config: WebConfig) -> web.Response | None:
+        """None when the request carries good credentials, else the 401 (or 429) to send."""
+        credentials = self._credentials(request.headers.get("Authorization", ""), config)
+        if credentials is None:
+            return _unauthorized()
+        password, hashed, digest, _ = credentials
         if hashed is not None and digest in self._verified:
             return None
         if self._waiting >= BCRYPT_QUEUE:

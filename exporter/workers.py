@@ -48,7 +48,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from exporter import eventloop, probe
+from exporter import eventloop, fastlane, probe
 
 log = logging.getLogger("exporter.workers")
 
@@ -87,9 +87,11 @@ def bind(host: str | None, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
-async def listen_shared(runner: web.AppRunner, sock: socket.socket, ssl_context: Any) -> None:
-    await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=ACCEPT_BATCH).start()
+async def listen_shared(lane: fastlane.Lane, sock: socket.socket,
+                        ssl_context: Any) -> asyncio.Server:
+    server = await fastlane.listen(lane, sock, ssl_context, backlog=ACCEPT_BATCH)
     sock.listen(BACKLOG)  # asyncio listened with ACCEPT_BATCH: keep the kernel's queue long
+    return server
 
 
 def _counts_file(directory: Path, pid: int) -> Path:
@@ -132,13 +134,17 @@ class WorkerPool:
         app[RELOADERS_KEY].append(self.reload)
         probe.COUNT_SOURCES.append(self.request_counts)
 
-    async def start(self, runner: web.AppRunner, ssl_context: Any) -> None:
+    async def start(self, runner: web.AppRunner, lane: fastlane.Lane,
+                    ssl_context: Any) -> asyncio.Server:
+        """Listen on the shared socket (the server returned) and the unix socket; start the
+        workers."""
         self.sock = bind(self.host, self.port)  # OSError: the caller reports it
-        await listen_shared(runner, self.sock, ssl_context)
+        server = await listen_shared(lane, self.sock, ssl_context)
         await web.UnixSite(runner, str(self.unix_path)).start()
         os.chmod(self.unix_path, 0o600)
         self.workers = [self._spawn() for _ in range(self.count)]
         self._supervisor = asyncio.create_task(self._supervise(), name="probe-workers")
+        return server
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         assert self.sock is not None
@@ -289,6 +295,7 @@ async def serve_worker(opts: argparse.Namespace) -> None:
     app = make_app(runtime, slow_clients, forward=forwarder.handle)
     app.on_response_prepare.append(served_by)
     ssl_context = None
+    guard = None
     if opts.web_config:
         from exporter.webconfig import WebGuard
 
@@ -308,14 +315,20 @@ async def serve_worker(opts: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
+    lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, guard,
+                                served_by=True)
+    listening: asyncio.Server | None = None
     try:
         sock = socket.socket(fileno=opts.fd)
-        await listen_shared(runner, sock, ssl_context)
+        listening = await listen_shared(lane, sock, ssl_context)
         log.info("probe worker serving", extra={"pid": os.getpid()})
         await stop.wait()
     finally:
         for task in tasks:
             task.cancel()
+        if listening is not None:
+            listening.close()
+        await lane.shutdown(cli.SHUTDOWN_GRACE / 2)
         await runner.cleanup()
         await forwarder.session.close()
         await runtime.session.close()

@@ -401,3 +401,16 @@ def test_web_config_errors_stop_startup(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 1
     assert "tls_server_config.cert_file: no such file" in done.stderr
+
+
+def test_probe_credentials_verified_once_then_take_the_fast_lane(secured) -> None:  # type: ignore[no-untyped-def]
+    # aiohttp's answers carry a Server header; the /probe fast lane's do not.
+    server = secured(tls_yaml(users=f'basic_auth_users: {{prom: "{hashed("s3cret")}"}}\n'
+                                    "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"))
+    probe = "/probe?module=tcp&target=127.0.0.1:9"
+    answers = [server.request(probe, auth=auth)
+               for auth in (("prom", "s3cret"), ("prom", "s3cret"), ("prom", "wrong"), None)]
+    assert [status for status, _, _ in answers] == [200, 200, 401, 401]
+    # bcrypt ran on aiohttp's path for the first; the same credentials then go the fast way.
+    assert ["Server" in headers for _, _, headers in answers] == [True, False, True, True]
+    assert all(headers.get("X-Frame-Options") == "deny" for _, _, headers in answers)

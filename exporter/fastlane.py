@@ -1,0 +1,280 @@
+"""The /probe fast lane: plain ``GET /probe`` requests answered without aiohttp's request
+machinery, which cost more CPU per /probe than a tcp probe itself (docs/benchmarks.md).
+
+Every connection starts here. The lane reads a request head and answers it itself only when it
+is a simple GET of /probe: HTTP/1.0 or 1.1, a request line and headers within aiohttp's limits,
+no body, no ``Expect`` or ``Upgrade``, a query that decodes cleanly, and (with basic auth)
+credentials the web guard has already verified. Anything else, from the first request on or
+after a few fast ones, hands the connection with its unread bytes to aiohttp's handler for the
+rest of its life, so every other endpoint, every error page, bcrypt checks, 401s and limits stay
+exactly where they were. Both paths call the same ``probe.answer``.
+
+The lane keeps aiohttp's time limits itself: a connection must complete its first request head
+within ``--web.read-header-timeout`` and a kept-alive one sends its next within the idle
+timeout, or it is closed. Requests pipelined on one connection are answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from exporter import probe
+
+log = logging.getLogger("exporter.fastlane")
+
+MAX_LINE = 8190  # request line and each header, as aiohttp's max_line_size / max_field_size
+MAX_HEADERS = 64
+MAX_HEAD = MAX_LINE + MAX_HEADERS * (MAX_LINE + 2) + 4
+_REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 429: b"Too Many Requests"}
+_REFUSED_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+
+
+class Request:
+    __slots__ = ("authorization", "close", "query", "scrape_timeout")
+
+    def __init__(self, query: dict[str, str], close: bool, scrape_timeout: str | None,
+                 authorization: str | None) -> None:
+        self.query = query
+        self.close = close
+        self.scrape_timeout = scrape_timeout
+        self.authorization = authorization
+
+
+def parse(head: bytes) -> Request | None:
+    """A request head (without the blank line) the lane can answer, or None."""
+    lines = head.split(b"\r\n")
+    request_line = lines[0]
+    if len(request_line) > MAX_LINE or len(lines) > MAX_HEADERS + 1:
+        return None
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    path, _, query_bytes = parts[1].partition(b"?")
+    if path != b"/probe" or b"#" in query_bytes:
+        return None
+    keep_alive = parts[2] == b"HTTP/1.1"
+    scrape_timeout = authorization = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or len(line) > MAX_LINE or name != name.strip() \
+                or line[:1] in (b" ", b"\t"):
+            return None
+        name = name.lower()
+        value = value.strip()
+        if name in _REFUSED_HEADERS:
+            if name != b"content-length" or value != b"0":
+                return None
+        elif name == b"connection":
+            tokens = {t.strip() for t in value.lower().split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+            if b"upgrade" in tokens:
+                return None
+        elif name == b"x-prometheus-scrape-timeout-seconds":
+            scrape_timeout = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    try:
+        text = query_bytes.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    query: dict[str, str] = {}
+    for key, value_text in pairs:
+        query.setdefault(key, value_text)  # the first value wins, as in aiohttp's request.query
+    return Request(query, not keep_alive, scrape_timeout, authorization)
+
+
+class Lane:
+    """What every connection of one listening socket shares."""
+
+    def __init__(self, runtime: Any, server: web.Server, *, read_header_timeout: float,
+                 idle_timeout: float, admits: Callable[[str | None], bool] | None = None,
+                 extra_headers: Callable[[], dict[str, str]] | None = None,
+                 served_by: bool = False) -> None:
+        self.runtime = runtime
+        self.server = server  # aiohttp's protocol factory, for handed-off connections
+        self.read_header_timeout = read_header_timeout
+        self.idle_timeout = idle_timeout
+        self.admits = admits  # the web guard: None without basic auth
+        self.extra_headers = extra_headers
+        self.served_by = f"X-Served-By: {os.getpid()}\r\n".encode() if served_by else b""
+        self.connections: set[Connection] = set()
+        self._date = (0, b"")
+
+    def __call__(self) -> Connection:
+        return Connection(self)
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, email.utils.formatdate(now, usegmt=True).encode())
+        return self._date[1]
+
+    def response(self, reply: probe.Answer, close: bool) -> bytes:
+        extra = b""
+        if self.extra_headers is not None:
+            extra = b"".join(f"{k}: {v}\r\n".encode("latin-1")
+                             for k, v in self.extra_headers().items())
+        return b"".join((
+            b"HTTP/1.1 %d %s\r\n" % (reply.status, _REASONS.get(reply.status, b"")),
+            b"Content-Type: ", reply.content_type.encode(), b"\r\nContent-Length: %d\r\n"
+            % len(reply.body), b"Date: ", self.date(), b"\r\n",
+            b"Connection: close\r\n" if close else b"", self.served_by, extra, b"\r\n",
+            reply.body))
+
+    async def shutdown(self, grace: float) -> None:
+        """Let answers in flight finish for up to ``grace`` seconds, then close everything."""
+        tasks = [c.task for c in self.connections if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: served by the lane until it is handed to aiohttp."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.inner: Any = None  # aiohttp's RequestHandler once handed off
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.lane.connections.add(self)
+        self._wait_for_head(self.lane.read_header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+            return
+        self.buffer += data
+        if self.task is None:
+            self._next()
+
+    def eof_received(self) -> bool | None:
+        if self.inner is not None:
+            result: bool | None = self.inner.eof_received()
+            return result
+        return None  # the transport closes; an answer in flight is dropped
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane.connections.discard(self)
+        self._cancel_timer()
+        if self.task is not None:
+            self.task.cancel()
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    # -- the lane ----------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                self._hand_off()
+            return
+        request = parse(self.buffer[:end])
+        if request is None or (self.lane.admits is not None
+                               and not self.lane.admits(request.authorization)):
+            self._hand_off()
+            return
+        self.buffer = self.buffer[end + 4:]
+        self._cancel_timer()
+        self.task = asyncio.get_running_loop().create_task(self._serve(request))
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            reply = await probe.answer(self.lane.runtime, request.query, request.scrape_timeout)
+        except Exception:  # answer() does not raise; if it ever does, aiohttp would send 500
+            log.exception("/probe failed")
+            reply = probe.Answer(500, b"internal error\n", probe.TEXT_TYPE)
+        self.task = None
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(self.lane.response(reply, request.close))
+        if request.close:
+            transport.close()
+            return
+        self._wait_for_head(self.lane.idle_timeout)
+        if self.buffer:
+            self._next()
+
+    def _hand_off(self) -> None:
+        self._cancel_timer()
+        assert self.transport is not None
+        self.inner = inner = self.lane.server()
+        inner.connection_made(self.transport)
+        if self.paused:
+            inner.pause_writing()
+        data, self.buffer = self.buffer, b""
+        if data:
+            inner.data_received(data)
+
+    def _wait_for_head(self, seconds: float) -> None:
+        self._cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.task is None and self.inner is None:
+            log.debug("closing a connection that sent no complete request in time")
+            self.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def abort(self) -> None:
+        if self.inner is not None:
+            return  # aiohttp's own shutdown closes it
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def for_runtime(runtime: Any, server: web.Server, read_header_timeout: float, guard: Any,
+                served_by: bool = False) -> Lane:
+    """The lane of an exporter (or /probe worker) process; ``guard`` is its WebGuard or None."""
+    from exporter.web import IDLE_TIMEOUT
+
+    return Lane(runtime, server, read_header_timeout=read_header_timeout,
+                idle_timeout=IDLE_TIMEOUT, admits=guard.admits if guard is not None else None,
+                extra_headers=guard.response_headers if guard is not None else None,
+                served_by=served_by)
+
+
+async def listen(lane: Lane, sock: Any, ssl_context: Any, backlog: int) -> asyncio.Server:
+    """Serve ``sock`` (already bound) through the lane; close the server to stop accepting."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lane, sock=sock, ssl=ssl_context, backlog=backlog)
