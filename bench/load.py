@@ -61,13 +61,30 @@ def probe_url(base: str, module: str, target: str) -> str:
     return f"{base}/probe?module={module}&target={quote(target, safe='')}"
 
 
-def wrk(url: str, workdir: Path, seconds: float, connections: int, pids: tuple[int, ...] = ()
-        ) -> WrkResult:
+def rotating_script(paths: list[str]) -> str:
+    """WRK_SCRIPT plus a request() that sends ``paths`` in turn."""
+    listed = ", ".join(f'"{p}"' for p in paths)
+    return WRK_SCRIPT + f"""\
+paths = {{{listed}}}
+next_path = 0
+function request()
+  next_path = next_path % #paths + 1
+  return wrk.format(nil, paths[next_path])
+end
+"""
+
+
+def wrk(url: str, workdir: Path, seconds: float, connections: int, pids: tuple[int, ...] = (),
+        paths: list[str] | None = None) -> WrkResult:
+    """``paths``: send these (path and query) in turn instead of ``url``'s own."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed (scripts/apt-packages.txt)")
     script = workdir / "count-success.lua"
-    if not script.exists():
+    if paths:
+        script = workdir / f"rotate-{len(paths)}.lua"
+        script.write_text(rotating_script(paths))
+    elif not script.exists():
         script.write_text(WRK_SCRIPT)
     before = sum(cpu_seconds(p) for p in pids) if pids else None
     started = time.perf_counter()

@@ -25,11 +25,17 @@ GOAL = 1.5  # ours / blackbox
 WORKERS = os.cpu_count() or 2  # --web.probe-workers for the worker-mode rows
 
 
-def targets(ctx: Context) -> dict[str, str]:
+def targets(ctx: Context) -> dict[str, list[str]]:
+    """Per row: the module and the targets its probes take in turn. Beyond the goal's three,
+    tcp again over nginx's nine ports: at over 10,000 connections a second to one address and
+    port, every local port is soon in TIME_WAIT for that destination and each connect() pays
+    the kernel's search for a free one (docs/benchmarks.md); nine destinations spread it."""
+    ports = [ctx.nginx.port, *ctx.nginx.extra_ports]
     return {
-        "http_2xx": ctx.nginx.url,
-        "tcp_connect": f"127.0.0.1:{ctx.nginx.port}",
-        "icmp": "127.0.0.1",
+        "http_2xx": [ctx.nginx.url],
+        "tcp_connect": [f"127.0.0.1:{ctx.nginx.port}"],
+        "icmp": ["127.0.0.1"],
+        f"tcp_connect over {len(ports)} target ports": [f"127.0.0.1:{p}" for p in ports],
     }
 
 
@@ -48,15 +54,18 @@ def run(ctx: Context, blackbox: Proc | None) -> list[Row]:
         variants["blackbox"] = (ctx.blackbox_url, (blackbox.pid,))
     rows: list[Row] = []
     s = ctx.sizes
-    for module, target in targets(ctx).items():
+    for row, target_list in targets(ctx).items():
+        module = row.split()[0]
         results: dict[str, list[WrkResult]] = {name: [] for name in variants}
         for round_ in range(s.rounds):
             order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
             for name in order:
                 base, pids = variants[name]
-                results[name].append(wrk(probe_url(base, module, target), ctx.workdir,
-                                         s.wrk_seconds, s.wrk_connections, pids))
-        rows.extend(_rows(module, results))
+                urls = [probe_url(base, module, t) for t in target_list]
+                paths = [u[len(base):] for u in urls] if len(urls) > 1 else None
+                results[name].append(wrk(urls[0], ctx.workdir, s.wrk_seconds,
+                                         s.wrk_connections, pids, paths))
+        rows.extend(_rows(row, results, goal=row == module))
     ctx.procs.stop(ours)
     ctx.procs.stop(multi)
     return rows
@@ -80,7 +89,7 @@ def _wait_workers(proc: Proc, url: str, count: int, timeout: float = 30.0) -> li
         time.sleep(0.01)
 
 
-def _rows(module: str, results: dict[str, list[WrkResult]]) -> list[Row]:
+def _rows(module: str, results: dict[str, list[WrkResult]], goal: bool = True) -> list[Row]:
     def med(name: str, attr: str) -> float | None:
         values = [getattr(r, attr) for r in results.get(name, [])]
         return median([v for v in values if v is not None])
@@ -92,7 +101,8 @@ def _rows(module: str, results: dict[str, list[WrkResult]]) -> list[Row]:
     mode = f"--web.probe-workers={WORKERS}"
     rows = [
         Row("1 throughput", f"{module}: probes/s, {mode}", multi_rate, bb_rate, "/s",
-            f">= {GOAL:g}x blackbox", None if ratio is None else ratio >= GOAL,
+            f">= {GOAL:g}x blackbox" if goal else "",
+            None if ratio is None or not goal else ratio >= GOAL,
             f"{failed} answers without probe_success 1" if failed else ""),
         Row("1 throughput", f"{module}: probes/s, one process", ours_rate, bb_rate, "/s"),
         Row("1 throughput", f"{module}: CPU per probe, {mode}", med("ours+workers", "cpu_us_per_probe"),

@@ -190,6 +190,8 @@ _INF = float("inf")
 def go_float(value: float) -> str:
     """A sample value as Prometheus's Go code (and prometheus_client) writes it."""
     d = float(value)
+    if 0.0 <= d < 1e6:
+        return repr(d)  # the common case, written the same by both
     if d != d:
         return "NaN"
     if d == _INF:

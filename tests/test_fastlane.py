@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from exporter.fastlane import parse
+from exporter.fastlane import decode_query, parse
 
 HEAD = b"GET /probe?module=tcp&target=127.0.0.1:9 HTTP/1.1\r\nHost: x"
 
@@ -196,3 +199,18 @@ def test_a_connection_that_never_completes_a_head_is_closed(run_exporter, listen
     client.send(b"GET /probe?module=tcp HTTP/1.1\r\nHost: x\r\n")  # no blank line, ever
     client.sock.settimeout(5)
     assert client.closed()
+
+
+@given(st.text(alphabet="ab=&%+2F3AcE9é", max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_decode_query_agrees_with_parse_qsl(text: str) -> None:
+    raw = text.encode("utf-8")
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        assert decode_query(raw) is None
+        return
+    expected: dict[str, str] = {}
+    for key, value in pairs:
+        expected.setdefault(key, value)
+    assert decode_query(raw) == expected

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -96,64 +97,42 @@ def _where(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-class _CloseAtOnce(asyncio.Protocol):
-    """Closes its connection as soon as it is made. Stateless: one serves every connection."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
-
-
-_CLOSE_AT_ONCE = _CloseAtOnce()
-
-
-def _close_at_once() -> asyncio.Protocol:
-    return _CLOSE_AT_ONCE
-
-
-# Loop classes whose transports cost less than a bare socket, and leave no garbage: uvloop's.
-_TRANSPORT_LOOPS: dict[type, bool] = {}
-
-
-def _use_transport(loop: asyncio.AbstractEventLoop) -> bool:
-    kind = type(loop)
-    use = _TRANSPORT_LOOPS.get(kind)
-    if use is None:
-        use = _TRANSPORT_LOOPS[kind] = kind.__module__.startswith("uvloop")
-    return use
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 async def connect_and_close(address: str, port: int, limit: float) -> float:
     """Open a TCP connection and close it again; returns the connect time or raises PhaseError.
 
-    On asyncio's own loop: a bare non-blocking socket, no transport or streams, as each
-    asyncio transport leaves a reference cycle for the garbage collector to clear, which
-    with thousands of checks meant long collector pauses (docs/benchmarks.md). On uvloop: a
-    transport whose protocol closes it at once; uvloop's C transports leave no cycle, and
-    cost about half of what its sock_connect does (docs/benchmarks.md).
+    A bare non-blocking socket, no transport or streams: a check that only connects needs
+    none, and each asyncio transport leaves a reference cycle for the garbage collector to
+    clear, which with thousands of checks meant long collector pauses (docs/benchmarks.md).
+    A connection the kernel completes within connect() itself (loopback, and many local
+    targets) is done without a trip through the event loop.
     """
-    loop = asyncio.get_running_loop()
-    start = time.perf_counter()
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                         socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
+        start = time.perf_counter()
+        err = sock.connect_ex((address, port))
+        if err == 0 or (err == errno.EINPROGRESS and _connected(sock)):
+            return time.perf_counter() - start
+        if err != errno.EINPROGRESS:
+            raise OSError(err, os.strerror(err))
         async with asyncio.timeout(limit):
-            if _use_transport(loop):
-                await loop.create_connection(_close_at_once, address, port)
-            else:
-                await _sock_connect(loop, address, port)
+            # connect() again reports EALREADY until the handshake ends: the loop waits.
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        return time.perf_counter() - start
     except TimeoutError:
         raise PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
                                     f"{limit:.3g}s") from None
     except OSError as exc:
         raise PhaseError("connect", f"TCP connect to {_where(address, port)}: "
                                     f"{describe_os_error(exc)}") from None
-    return time.perf_counter() - start
-
-
-async def _sock_connect(loop: asyncio.AbstractEventLoop, address: str, port: int) -> None:
-    # Non-blocking from the start: one system call fewer than setblocking(False).
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
-                         socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    try:
-        await loop.sock_connect(sock, (address, port))
     finally:
         sock.close()
 
