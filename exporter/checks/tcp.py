@@ -77,13 +77,18 @@ async def open_tcp(address: str, port: int, limit: float,
     try:
         async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_connection(address, port)
-    except TimeoutError:
-        raise PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
-                                    f"{limit:.3g}s") from None
-    except OSError as exc:
-        raise PhaseError("connect", f"TCP connect to {_where(address, port)}: "
-                                    f"{describe_os_error(exc)}") from None
+    except OSError as exc:  # TimeoutError included
+        raise connect_failure(exc, address, port, limit) from None
     return reader, writer, time.perf_counter() - start
+
+
+def connect_failure(exc: OSError, address: str, port: int, limit: float) -> PhaseError:
+    """A failed connect as the phase error both connectors raise."""
+    if isinstance(exc, TimeoutError):
+        return PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
+                                     f"{limit:.3g}s")
+    return PhaseError("connect", f"TCP connect to {_where(address, port)}: "
+                                 f"{describe_os_error(exc)}")
 
 
 async def close_quietly(writer: asyncio.StreamWriter) -> None:
@@ -127,12 +132,8 @@ async def connect_and_close(address: str, port: int, limit: float) -> float:
             # connect() again reports EALREADY until the handshake ends: the loop waits.
             await asyncio.get_running_loop().sock_connect(sock, (address, port))
         return time.perf_counter() - start
-    except TimeoutError:
-        raise PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
-                                    f"{limit:.3g}s") from None
-    except OSError as exc:
-        raise PhaseError("connect", f"TCP connect to {_where(address, port)}: "
-                                    f"{describe_os_error(exc)}") from None
+    except OSError as exc:  # TimeoutError included
+        raise connect_failure(exc, address, port, limit) from None
     finally:
         sock.close()
 
