@@ -218,7 +218,7 @@ EXPORTER_BUILD_INFO = MetricSpec(
     "exporter_build_info", "gauge", "Build information, value 1.", ("version", "python"))
 EXPORTER_RELOAD_SUCCESS = MetricSpec(
     "exporter_config_last_reload_successful", "gauge",
-    "1 if the last configuration reload succeeded.")
+    "1 if the last configuration reload succeeded (the config file and the web config).")
 EXPORTER_RELOAD_SUCCESS_TIMESTAMP = MetricSpec(
     "exporter_config_last_reload_success_timestamp_seconds", "gauge",
     "Unix time of the last successful configuration reload.")

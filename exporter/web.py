@@ -96,7 +96,10 @@ def reload_all(app: web.Application) -> tuple[bool, str]:
     """Reload everything reloadable (SIGHUP and POST /-/reload); each part keeps its old
     settings when its new ones are bad."""
     results = [reloader() for reloader in app[RELOADERS_KEY]]
-    return all(ok for ok, _ in results), "\n".join(message for _, message in results)
+    ok = all(ok for ok, _ in results)
+    if not ok:  # the config file may have been fine: the web config's failure shows here too
+        app[RUNTIME_KEY].state.reload_success = 0.0
+    return ok, "\n".join(message for _, message in results)
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -355,8 +355,14 @@ def test_a_bad_web_config_on_reload_keeps_the_running_one(secured) -> None:  # t
     server.reload("basic_auth_users: [broken\n")  # SIGHUP too
     assert server.proc.poll() is None
     assert server.request("/metrics")[0] == 401
-    assert server.request("/metrics", auth=("prom", "s3cret"))[0] == 200
+    status, body, _ = server.request("/metrics", auth=("prom", "s3cret"))
+    assert status == 200
+    assert "\nexporter_config_last_reload_successful 0\n" in body
     assert "web config reload failed" in server.log()
+    server.web_config.write_text(f'basic_auth_users: {{prom: "{hashed("s3cret")}"}}\n')
+    assert server.request("/-/reload", auth=("prom", "s3cret"), method="POST")[0] == 200
+    body = server.request("/metrics", auth=("prom", "s3cret"))[1]
+    assert "\nexporter_config_last_reload_successful 1\n" in body
 
 
 def test_reload_rotates_the_certificate_and_client_ca(secured, pki: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
