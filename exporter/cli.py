@@ -144,7 +144,7 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     from exporter.config import parse_duration
     from exporter.runtime import Runtime
     from exporter.web import RELOADERS_KEY, SERVER_LIMITS, SlowClientGuard, make_app, reload_all
-    from exporter.workers import BACKLOG, bind
+    from exporter.workers import BACKLOG
 
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
@@ -198,8 +198,7 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     listening: asyncio.Server | None = None
     try:
         if pool is None:
-            listening = await fastlane.listen(lane, bind(host, port), ssl_context,
-                                              backlog=BACKLOG)
+            listening = await fastlane.listen_on(lane, host, port, ssl_context, BACKLOG)
         else:  # the shared socket, then the workers
             listening = await pool.start(runner, lane, ssl_context)
         scheme = "https" if ssl_context else "http"

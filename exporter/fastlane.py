@@ -304,3 +304,12 @@ async def listen(lane: Lane, sock: Any, ssl_context: Any, backlog: int) -> async
     """Serve ``sock`` (already bound) through the lane; close the server to stop accepting."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lane, sock=sock, ssl=ssl_context, backlog=backlog)
+
+
+async def listen_on(lane: Lane, host: str | None, port: int, ssl_context: Any,
+                    backlog: int) -> asyncio.Server:
+    """Serve every address ``host`` resolves to (all interfaces when None), as aiohttp's
+    TCPSite did."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lane, host, port, ssl=ssl_context, backlog=backlog,
+                                    reuse_address=True)
