@@ -1,8 +1,9 @@
 """GET /probe?module=M&target=T[&debug=true]: one probe, run now, blackbox_exporter style.
 
 Prometheus schedules (and shards) the targets; the exporter runs the module's prober once per
-request and answers with a fresh registry holding only this run: ``probe_success``,
-``probe_duration_seconds`` and the prober's own series under blackbox_exporter's names, without
+request and answers with that run alone: ``probe_success``, ``probe_duration_seconds`` and
+the prober's own series under blackbox_exporter's names (written directly, the same text
+prometheus_client would write), without
 the upstream/check/kind labels (Prometheus adds the target's labels). Counters show this run's
 increments and histograms this run's observations.
 
