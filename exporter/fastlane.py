@@ -35,6 +35,7 @@ MAX_LINE = 8190  # request line and each header, as aiohttp's max_line_size / ma
 MAX_HEADERS = 64
 MAX_HEAD = MAX_LINE + MAX_HEADERS * (MAX_LINE + 2) + 4
 _REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 429: b"Too Many Requests"}
+SERVED_BY = "X-Served-By"  # on /probe answers in worker mode: the pid of the process that ran it
 _REFUSED_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
 
 
@@ -125,7 +126,7 @@ class Lane:
         self.idle_timeout = idle_timeout
         self.admits = admits  # the web guard: None without basic auth
         self.extra_headers = extra_headers
-        self.served_by = f"X-Served-By: {os.getpid()}\r\n".encode() if served_by else b""
+        self.served_by = f"{SERVED_BY}: {os.getpid()}\r\n".encode() if served_by else b""
         self.connections: set[Connection] = set()
         self._date = (0, b"")
 

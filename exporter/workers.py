@@ -63,7 +63,7 @@ BACKLOG = 1024
 # the burst: measured with wrk -c16 and 2 workers, each of 8 rounds spread the 16 connections
 # over at least two of the three processes, as on asyncio (docs/benchmarks.md).
 ACCEPT_BATCH = 1
-SERVED_BY = "X-Served-By"  # on /probe answers: the pid of the process that ran the probe
+SERVED_BY = fastlane.SERVED_BY
 # Not forwarded either way: they describe one connection, not the request.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade", "content-length"})

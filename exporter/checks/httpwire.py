@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
-from exporter.checks.resolve import FAMILIES, ResolveError, resolve
+from exporter.checks.resolve import ResolveError, literal, resolve
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
 _CMSG_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
@@ -178,9 +178,9 @@ async def fetch(url: Url, request: bytes, *, tls: ssl.SSLContext | None, ip_prot
     ``stop_at_redirect``: a redirect with a Location is complete once its head is read."""
     loop = asyncio.get_running_loop()
     clock.ended, clock.transfer = None, 0.0  # the previous hop's, if any
-    family = _literal_family(url.host)
-    if family is not None and FAMILIES[ip_protocol] in (socket.AF_UNSPEC, family):
-        addresses: tuple[str, ...] = (url.host,)
+    found = literal(url.host, ip_protocol)
+    if found is not None:
+        addresses = found.addresses
     else:
         clock.stage = f"resolving {url.host}"
         try:
@@ -210,16 +210,6 @@ async def fetch(url: Url, request: bytes, *, tls: ssl.SSLContext | None, ip_prot
         if conn.connected_at is not None or reason != "connect" or index == len(addresses) - 1:
             raise WireError(reason, message, parser.status or 0, parser.version)
     raise AssertionError("unreachable: resolve() returns at least one address")
-
-
-def _literal_family(host: str) -> int | None:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
 
 
 class _Conn:

@@ -13,6 +13,7 @@ An IP literal is used as is, without a lookup. Lookup time is measured around th
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -69,22 +70,38 @@ def family_name(address: str) -> str:
     return f"ipv{ip_version(address)}"
 
 
+@functools.lru_cache(maxsize=1024)
+def literal(host: str, ip_protocol: str = "auto") -> Resolved | None:
+    """resolve()'s answer for an IP literal of a family ``ip_protocol`` allows, at once and
+    remembered: callers need neither an await nor a timeout for it. None for a name, or for a
+    literal of the other family (resolve() says why)."""
+    try:
+        address = ipaddress.ip_address(strip_brackets(host))
+    except ValueError:
+        return None
+    family = FAMILIES[ip_protocol]
+    if family != socket.AF_UNSPEC and address.version != (4 if family == socket.AF_INET else 6):
+        return None
+    return Resolved((address.compressed,), 0.0)
+
+
 async def resolve(host: str, ip_protocol: str = "auto") -> Resolved:
     """Addresses of ``host`` for ``ip_protocol``; raises ResolveError when there are none.
 
     Cancellation (the caller's timeout) propagates; the lookup thread is left to finish.
     """
+    found = literal(host, ip_protocol)
+    if found is not None:
+        return found
     host = strip_brackets(host)
     family = FAMILIES[ip_protocol]
     try:
-        literal = ipaddress.ip_address(host)
+        parsed = ipaddress.ip_address(host)
     except ValueError:
-        literal = None
-    if literal is not None:
-        if family != socket.AF_UNSPEC and literal.version != (4 if family == socket.AF_INET else 6):
-            raise ResolveError(f"{host} is an IPv{literal.version} address but ip_protocol is "
-                               f"{ip_protocol}")
-        return Resolved((literal.compressed,), 0.0)
+        parsed = None
+    if parsed is not None:  # a literal of the family ip_protocol excludes
+        raise ResolveError(f"{host} is an IPv{parsed.version} address but ip_protocol is "
+                           f"{ip_protocol}")
 
     loop = asyncio.get_running_loop()
     start = time.perf_counter()

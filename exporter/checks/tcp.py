@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import functools
-import ipaddress
 import os
 import socket
 import time
@@ -24,14 +23,13 @@ from dataclasses import dataclass, field
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, failure
 from exporter.checks.resolve import (
-    FAMILIES,
     Resolved,
     ResolveError,
     address_hash,
     budget,
+    literal,
     resolve,
     split_host_port,
-    strip_brackets,
 )
 from exporter.config import CheckConfig
 
@@ -165,7 +163,7 @@ async def run(check: CheckConfig, ctx: ProbeContext, connector: Connector) -> Re
     deadline = start + budget(check)
     assert check.target is not None, "the config requires a target"
     host, port = split_host_port(check.target)
-    resolved = _literal(host, check.ip_protocol)
+    resolved = literal(host, check.ip_protocol)
     if resolved is None:  # a name to look up (or a literal of the wrong family: resolve says so)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
@@ -189,21 +187,6 @@ async def run(check: CheckConfig, ctx: ProbeContext, connector: Connector) -> Re
         attempts = list(await asyncio.gather(
             *(connector(check, address, port, remaining, ctx) for address in targets)))
     return _result(check, start, resolved, list(attempts))
-
-
-@functools.lru_cache(maxsize=1024)
-def _literal(host: str, ip_protocol: str) -> Resolved | None:
-    """What resolve() answers for an IP literal of a family ``ip_protocol`` allows, remembered;
-    None for anything else. Such an answer needs neither a lookup nor a timeout for it."""
-    try:
-        literal = ipaddress.ip_address(strip_brackets(host))
-    except ValueError:
-        return None
-    family = FAMILIES[ip_protocol]
-    if family != socket.AF_UNSPEC and family != (socket.AF_INET if literal.version == 4
-                                                  else socket.AF_INET6):
-        return None
-    return Resolved((literal.compressed,), 0.0)
 
 
 def _lookup_gauges(resolved: Resolved, address: str) -> tuple[Sample, ...]:
