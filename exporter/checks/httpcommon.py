@@ -30,7 +30,6 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import yarl
 
 from exporter import __version__
 from exporter import metrics as m
@@ -266,41 +265,15 @@ async def client(check: CheckConfig, timing: Timing) -> AsyncIterator[aiohttp.Cl
         force_close=True, use_dns_cache=False, limit=2,
     )
     token = _CURRENT.set(timing)
-    traces = [timing.trace_config()]
-    if check.allowed_targets:
-        traces.append(_redirect_guard(check))
     try:
         async with aiohttp.ClientSession(
-            connector=connector, trace_configs=traces,
+            connector=connector, trace_configs=[timing.trace_config()],
             cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         ) as session:
             yield session
     finally:
         _CURRENT.reset(token)
-
-
-class RedirectRefused(Exception):
-    """A /probe module's target redirected to a URL its allowed_targets do not permit."""
-
-
-def _redirect_guard(check: CheckConfig) -> aiohttp.TraceConfig:
-    """Checks every redirect hop of a /probe module against its allowed_targets, before the
-    next request is sent: an allowed target must not be able to bounce the probe elsewhere."""
-    from exporter.probe import TargetError, check_target  # probe imports the probers
-
-    async def hop(_s: aiohttp.ClientSession, _c: SimpleNamespace,
-                  params: aiohttp.TraceRequestRedirectParams) -> None:
-        location = params.response.headers.get("Location", "")
-        target = str(params.url.join(yarl.URL(location))) if location else ""
-        try:
-            check_target(check, target)
-        except TargetError:
-            raise RedirectRefused(f"redirect to {target[:200]!r} refused: not in allowed_targets") from None
-
-    guard = aiohttp.TraceConfig()
-    guard.on_request_redirect.append(hop)
-    return guard
 
 
 # -- classifying transport failures -------------------------------------------------------------

@@ -327,10 +327,3 @@ def channel(family: int, privileged: bool) -> Channel:
     opened = Channel(loop, family, privileged)
     _channels[key] = opened
     return opened
-
-
-def close_all() -> None:
-    """Close every shared socket (tests; a process that exits needs nothing)."""
-    for current in _channels.values():
-        current.close()
-    _channels.clear()
