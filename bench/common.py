@@ -152,7 +152,20 @@ def machine() -> dict[str, str]:
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "local_ports": local_port_range(),
     }
+
+
+PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")  # this network namespace's
+
+
+def local_port_range() -> str:
+    """The ephemeral ports connect() picks from, as ``low-high``: a tcp prober's ceiling."""
+    try:
+        low, high = PORT_RANGE_FILE.read_text().split()
+    except (OSError, ValueError):
+        return "unknown"
+    return f"{low}-{high}"
 
 
 def ms(seconds: float | None) -> float | None:

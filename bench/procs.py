@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
 
 
 def _die_with_parent() -> None:
@@ -150,6 +151,20 @@ class Procs:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         if name in self.netns:
             self.netns.remove(name)
+
+
+def enter_fresh_netns(port_range: tuple[int, int]) -> None:
+    """Move this process, and so every child it starts from now on, into a new network
+    namespace with only its own loopback, and set that namespace's ephemeral port range.
+    Nothing outside changes: the host's sockets, TIME_WAIT entries and sysctls stay as they
+    are. Call it before any thread starts (a namespace belongs to the calling thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise RuntimeError(f"a new network namespace needs root: {os.strerror(errno)}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+    # /proc/sys/net shows the namespace of whoever opens it: this thread's, now the new one
+    Path("/proc/sys/net/ipv4/ip_local_port_range").write_text(f"{port_range[0]} {port_range[1]}")
 
 
 def wait_http(url: str, proc: Proc | None = None, timeout: float = 30.0,

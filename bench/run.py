@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench import accuracy, footprint, polite, scale, throughput
 from bench.common import FULL, QUICK, Context, Row, machine
-from bench.procs import Procs
+from bench.procs import Procs, enter_fresh_netns
 from bench.targets import blackbox_binary, start_blackbox, start_nginx
 
 STAGES = ("throughput", "accuracy", "scale", "footprint", "polite")
@@ -127,6 +127,17 @@ def table(rows: list[Row], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
+def port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        pair = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW-HIGH, e.g. 1024-65535") from None
+    if not sep or not 1 <= pair[0] <= pair[1] <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW-HIGH within 1-65535")
+    return pair
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--asyncio", action="store_true",
                         help="add throughput rows for our exporter on the standard asyncio loop "
                              "(it runs on uvloop by default)")
+    parser.add_argument("--local-port-range", type=port_range, metavar="LOW-HIGH",
+                        help="run everything in a fresh network namespace (root) whose "
+                             "ephemeral ports are LOW-HIGH, e.g. 1024-65535; the kernel's "
+                             "default, 32768-60999, caps new connections to one address")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--workdir", type=Path,
                         help="where configs and logs go (kept); default: a temporary directory")
@@ -146,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(sorted(unknown))}; pick from {', '.join(STAGES)}")
+    if args.local_port_range is not None:
+        enter_fresh_netns(args.local_port_range)
     keep = args.keep or args.workdir is not None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

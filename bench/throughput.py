@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
+from bench import ceiling
 from bench.common import Context, Row, median
 from bench.load import WrkResult, probe_url, wrk
 from bench.procs import Proc, child_pids
@@ -57,15 +58,23 @@ def run(ctx: Context, blackbox: Proc | None) -> list[Row]:
     for row, target_list in targets(ctx).items():
         module = row.split()[0]
         results: dict[str, list[WrkResult]] = {name: [] for name in variants}
+        bare: list[float] = []  # tcp rows: the kernel's limit, measured between the same runs
         for round_ in range(s.rounds):
             order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+            if module == "tcp_connect":
+                order.insert(round_ % (len(order) + 1), "bare")
             for name in order:
+                if name == "bare":
+                    bare.append(ceiling.measure(target_list, s.wrk_seconds)["connects_per_second"])
+                    continue
                 base, pids = variants[name]
                 urls = [probe_url(base, module, t) for t in target_list]
                 paths = [u[len(base):] for u in urls] if len(urls) > 1 else None
                 results[name].append(wrk(urls[0], ctx.workdir, s.wrk_seconds,
                                          s.wrk_connections, pids, paths))
         rows.extend(_rows(row, results, goal=row == module))
+        if bare:
+            rows.append(_ceiling_row(row, median(bare), results))
     ctx.procs.stop(ours)
     ctx.procs.stop(multi)
     return rows
@@ -87,6 +96,21 @@ def _wait_workers(proc: Proc, url: str, count: int, timeout: float = 30.0) -> li
         if time.monotonic() > deadline:
             raise RuntimeError(f"our /probe workers did not start:\n{proc.tail()}")
         time.sleep(0.01)
+
+
+def _ceiling_row(label: str, rate: float | None, results: dict[str, list[WrkResult]]) -> Row:
+    """What the kernel allows: if it is below GOAL x blackbox, no prober can meet the goal."""
+    rates = {name: median([r.probes_per_second for r in rs]) for name, rs in results.items()}
+    bb = rates.get("blackbox")
+    parts = []
+    ours = rates.get("ours")
+    if rate and ours:
+        parts.append(f"ours, one process, runs at {ours / rate:.0%} of it")
+    if rate and bb:
+        parts.append(f"{GOAL:g}x blackbox would need {GOAL * bb:,.0f} /s "
+                     f"({GOAL * bb / rate:.0%} of it)")
+    return Row("1 throughput", f"{label}: kernel limit, a bare connect()+close() loop, "
+               "no HTTP, no exporter", rate, None, "/s", note="; ".join(parts))
 
 
 def _rows(module: str, results: dict[str, list[WrkResult]], goal: bool = True) -> list[Row]:

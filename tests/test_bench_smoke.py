@@ -60,6 +60,16 @@ def test_both_exporters_succeed_under_load(quick_run: dict[str, Any], module: st
         assert not row["note"], row["note"]  # every answer said probe_success 1
 
 
+def test_tcp_rows_show_the_kernels_own_limit(quick_run: dict[str, Any]) -> None:
+    limits = {name: row for name, row in rows(quick_run, "1 throughput").items()
+              if "kernel limit" in name}
+    assert {name.split(":")[0] for name in limits} == {
+        "tcp_connect", "tcp_connect over 9 target ports"}, limits
+    for row in limits.values():  # a bare connect()+close() loop against the same targets
+        assert row["ours"] > 0 and row["blackbox"] is None, row
+        assert "of it" in row["note"], row
+
+
 def test_accuracy_measures_both_exporters_against_the_100ms_target(quick_run: dict[str, Any]) -> None:
     found = rows(quick_run, "2 accuracy")
     p99 = found["100 ms target via /probe: error p99"]
