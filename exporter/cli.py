@@ -195,10 +195,10 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
     lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, web_guard,
                                 served_by=pool is not None)
-    listening: asyncio.Server | None = None
+    listening: list[asyncio.Server] = []
     try:
         if pool is None:
-            listening = await fastlane.listen_on(lane, host, port, ssl_context, BACKLOG)
+            listening = [await fastlane.listen_on(lane, host, port, ssl_context, BACKLOG)]
         else:  # the shared socket, then the workers
             listening = await pool.start(runner, lane, ssl_context)
         scheme = "https" if ssl_context else "http"
@@ -209,8 +209,8 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         log.info("shutting down")
     finally:
         watcher.cancel()
-        if listening is not None:
-            listening.close()
+        for server in listening:
+            server.close()
         await lane.shutdown(SHUTDOWN_GRACE / 2)
         if pool is None:
             await runner.cleanup()

@@ -1,14 +1,15 @@
 """``--web.probe-workers=N``: answer /probe from N more processes, so probes use every core.
 
-The main process binds the listening socket itself and starts N worker processes
-(``python -m exporter.workers``) that inherit it; every process accepts on the same socket and
-the kernel spreads the connections. The main process runs the exporter exactly as without
-workers (background checks, /metrics, reload) and answers everything, /probe included, on the
-shared socket. A worker answers GET /probe itself, with the modules of the same config file,
-and forwards every other request unchanged to the main process over a unix socket in a private
-directory (mode 0700), so /metrics, the status page and /-/ready always show the main
-process's state. The same app construction (``exporter.web.make_app``) builds both, so the web
-config (TLS, basic auth), the body limit and the slow-client guard apply in workers too.
+The main process binds the listening sockets itself (one per address the listen host resolves
+to) and starts N worker processes (``python -m exporter.workers``) that inherit them; every
+process accepts on the same sockets and the kernel spreads the connections. The main process
+runs the exporter exactly as without workers (background checks, /metrics, reload) and answers
+everything, /probe included, on the shared sockets. A worker answers GET /probe itself, with
+the modules of the same config file, and forwards every other request unchanged to the main
+process over a unix socket in a private directory (mode 0700), so /metrics, the status page and
+/-/ready always show the main process's state. The same app construction
+(``exporter.web.make_app``) builds both, so the web config (TLS, basic auth), the body limit
+and the slow-client guard apply in workers too.
 
 Reload (SIGHUP or POST /-/reload): the main process reloads, then sends SIGHUP to each worker,
 which re-reads the config file and the web config (a bad one keeps the old). SIGTERM to the
@@ -75,23 +76,42 @@ async def served_by(request: web.Request, response: web.StreamResponse) -> None:
         response.headers[SERVED_BY] = str(os.getpid())
 
 
-def bind(host: str | None, port: int) -> socket.socket:
-    """The shared listening socket (SO_REUSEADDR). No host: every address, IPv6 and IPv4."""
+def bind(host: str | None, port: int) -> list[socket.socket]:
+    """The shared listening sockets (SO_REUSEADDR). No host: every address, IPv6 and IPv4, on
+    one socket; a name: every address it resolves to, as without workers."""
     if host is None:
         if socket.has_dualstack_ipv6():
-            return socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
-                                        dualstack_ipv6=True)
-        return socket.create_server(("", port), backlog=BACKLOG)
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                flags=socket.AI_PASSIVE)[0][0]
-    return socket.create_server((host, port), family=family, backlog=BACKLOG)
+            return [socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
+                                         dualstack_ipv6=True)]
+        return [socket.create_server(("", port), backlog=BACKLOG)]
+    socks: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if any(s.family == family and s.getsockname()[0] == address[0] for s in socks):
+                continue  # getaddrinfo may list an address twice
+            if port == 0 and socks:  # one port for every address, chosen by the first bind
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
-async def listen_shared(lane: fastlane.Lane, sock: socket.socket,
-                        ssl_context: Any) -> asyncio.Server:
-    server = await fastlane.listen(lane, sock, ssl_context, backlog=ACCEPT_BATCH)
-    sock.listen(BACKLOG)  # asyncio listened with ACCEPT_BATCH: keep the kernel's queue long
-    return server
+async def listen_shared(lane: fastlane.Lane, socks: Sequence[socket.socket],
+                        ssl_context: Any) -> list[asyncio.Server]:
+    servers = []
+    try:
+        for sock in socks:
+            servers.append(await fastlane.listen(lane, sock, ssl_context, backlog=ACCEPT_BATCH))
+            sock.listen(BACKLOG)  # asyncio listened with ACCEPT_BATCH: keep the queue long
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    return servers
 
 
 def _counts_file(directory: Path, pid: int) -> Path:
@@ -120,7 +140,7 @@ class WorkerPool:
             path = self.dir / "demo.yml"
             path.write_text(config_text)
             self.config_file = str(path)
-        self.sock: socket.socket | None = None
+        self.socks: list[socket.socket] = []
         self.workers: list[subprocess.Popen[bytes] | None] = []
         self.retired: Counter[tuple[str, str]] = Counter()  # counts of workers that exited
         self.restarts: deque[float] = deque()
@@ -135,21 +155,21 @@ class WorkerPool:
         probe.COUNT_SOURCES.append(self.request_counts)
 
     async def start(self, runner: web.AppRunner, lane: fastlane.Lane,
-                    ssl_context: Any) -> asyncio.Server:
-        """Listen on the shared socket (the server returned) and the unix socket; start the
+                    ssl_context: Any) -> list[asyncio.Server]:
+        """Listen on the shared sockets (the servers returned) and the unix socket; start the
         workers."""
-        self.sock = bind(self.host, self.port)  # OSError: the caller reports it
-        server = await listen_shared(lane, self.sock, ssl_context)
+        self.socks = bind(self.host, self.port)  # OSError: the caller reports it
+        servers = await listen_shared(lane, self.socks, ssl_context)
         await web.UnixSite(runner, str(self.unix_path)).start()
         os.chmod(self.unix_path, 0o600)
         self.workers = [self._spawn() for _ in range(self.count)]
         self._supervisor = asyncio.create_task(self._supervise(), name="probe-workers")
-        return server
+        return servers
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        assert self.sock is not None
         a = self.args
-        argv = [sys.executable, "-m", "exporter.workers", f"--fd={self.sock.fileno()}",
+        fds = tuple(sock.fileno() for sock in self.socks)
+        argv = [sys.executable, "-m", "exporter.workers", *(f"--fd={fd}" for fd in fds),
                 f"--forward={self.unix_path}", f"--counts={self.dir}", f"--parent={os.getpid()}",
                 f"--web.read-header-timeout={a.read_header_timeout}",
                 f"--log.level={a.log_level}", f"--log.format={a.log_format}",
@@ -161,7 +181,7 @@ class WorkerPool:
         if a.vantage:
             argv.append(f"--vantage={a.vantage}")
         # Its own session: a Ctrl-C in the terminal reaches the main process, which stops it.
-        proc = subprocess.Popen(argv, pass_fds=(self.sock.fileno(),), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         log.info("probe worker started", extra={"pid": proc.pid})
         return proc
@@ -317,17 +337,17 @@ async def serve_worker(opts: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_all, app)
     lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, guard,
                                 served_by=True)
-    listening: asyncio.Server | None = None
+    listening: list[asyncio.Server] = []
     try:
-        sock = socket.socket(fileno=opts.fd)
-        listening = await listen_shared(lane, sock, ssl_context)
+        socks = [socket.socket(fileno=fd) for fd in opts.fd]
+        listening = await listen_shared(lane, socks, ssl_context)
         log.info("probe worker serving", extra={"pid": os.getpid()})
         await stop.wait()
     finally:
         for task in tasks:
             task.cancel()
-        if listening is not None:
-            listening.close()
+        for server in listening:
+            server.close()
         await lane.shutdown(cli.SHUTDOWN_GRACE / 2)
         await runner.cleanup()
         await forwarder.session.close()
@@ -341,7 +361,8 @@ def worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m exporter.workers",
                                      description="A /probe worker; started by the exporter "
                                                  "with --web.probe-workers, not by hand.")
-    parser.add_argument("--fd", type=int, required=True, help="the inherited listening socket")
+    parser.add_argument("--fd", type=int, action="append", required=True,
+                        help="an inherited listening socket (one per address)")
     parser.add_argument("--forward", required=True, help="the main process's unix socket")
     parser.add_argument("--counts", required=True, help="where to write /probe counts")
     parser.add_argument("--parent", type=int, required=True, help="the main process's pid")

@@ -7,9 +7,11 @@ workers are the main process's children).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Exporter
+from conftest import EXPORTER, Exporter, free_port, require_binary, require_root
 
 from exporter.cli import SHUTDOWN_GRACE
 
@@ -227,3 +229,66 @@ def test_basic_auth_applies_in_the_workers(run_exporter: Any, target: Acceptor,
     for _ in range(10):  # forwarded: the main process checks the credentials too
         assert get(exporter.url + "/metrics")[0] == 401
         assert get(exporter.url + "/metrics", Authorization=f"Basic {token}")[0] == 200
+
+
+def listening_inodes(port: int) -> dict[str, int]:
+    """The listening sockets on ``port``, by address ("127.0.0.1", "::1"), from /proc/net."""
+    found = {}
+    # /proc/net prints each 32-bit word of an address in host (little-endian) order
+    for table, loopback in (("tcp", "0100007F"), ("tcp6", "0" * 24 + "01000000")):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if int(hex_port, 16) == port and fields[3] == "0A" and address == loopback:
+                found["127.0.0.1" if table == "tcp" else "::1"] = int(fields[9])
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    return inodes
+
+
+@pytest.mark.parametrize("workers", [0, WORKERS], ids=["one process", "with workers"])
+def test_every_address_of_the_listen_host_is_served(tmp_path: Path, target: Acceptor,
+                                                    workers: int) -> None:
+    """A listen host that resolves to 127.0.0.1 and ::1 (its own /etc/hosts, in a private mount
+    namespace) is served on both, by the main process and by every worker."""
+    require_root()
+    require_binary("unshare")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 dual.test\n::1 dual.test\n")
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(config(target.port))
+    port = free_port()
+    command = (f"mount --bind {hosts} /etc/hosts && exec {EXPORTER} "
+               f"--web.listen-address=dual.test:{port} --config.file={config_file} "
+               f"--web.probe-workers={workers}")
+    log = tmp_path / "exporter.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                 "sh", "-c", command], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while len(listening_inodes(port)) < 2 or len(children(proc.pid)) < workers or (
+                log.read_text().count("probe worker serving") < workers):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        inodes = listening_inodes(port)
+        for pid in {proc.pid, *children(proc.pid)}:
+            assert set(inodes.values()) <= socket_inodes(pid), (pid, inodes)
+        for base in (f"http://127.0.0.1:{port}", f"http://[::1]:{port}"):
+            query = f"module=tcp_local&target=127.0.0.1:{target.port}"
+            for _ in range(20):
+                status, body, _ = get(f"{base}/probe?{query}")
+                assert status == 200 and "\nprobe_success 1" in body, (base, status, body)
+            assert get(base + "/-/ready")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(SHUTDOWN_GRACE + 5)
