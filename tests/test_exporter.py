@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Exporter, Scrape, require_binary
 
@@ -146,3 +149,43 @@ def test_a_scrape_parses_with_the_reference_parser(run_simulator, run_exporter) 
     states = scrape.all("statuspage_component_status", upstream="claude", component_id="k8w3r06qmzrp")
     assert len(states) == 6 and sum(states.values()) == 1
     assert scrape.one_hot("statuspage_component_status", "status", component_id="k8w3r06qmzrp") == "major_outage"
+
+
+BAD_REQUESTS = [
+    b"GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n",  # not a method
+    bytes.fromhex("160301002e010000") + b"\r\n\r\n",  # a TLS record on the plain port
+    b"GET /metrics HTTP/1.1\r\n\r\n",  # no Host header
+    b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n",  # spaces in the target
+    b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nGET \x01 HTTP/1.1\r\nHost: x\r\n\r\n",  # 2nd broken
+]
+
+
+def send_raw(url: str, raw: bytes) -> bytes:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(raw)  # and keep our side open: the exporter answers and closes
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_a_bad_request_is_the_clients_fault_not_an_error_in_our_log(run_simulator, run_exporter,
+                                                                    level: str) -> None:
+    sim = run_simulator("operational")
+    exporter = run_exporter(config(sim.url), f"--log.level={level}")
+    for raw in BAD_REQUESTS:
+        reply = send_raw(exporter.url, raw)
+        # aiohttp answers a request it could not parse as HTTP/1.0
+        assert reply.startswith(b"HTTP/1.") and re.search(rb"HTTP/1\.[01] 400 ", reply), (raw, reply)
+    assert exporter.get("/-/healthy")[0] == 200
+    exporter.stop()
+    log = exporter.log()
+    assert "level=error" not in log and "Traceback" not in log
+    bad = [line for line in log.splitlines() if 'msg="bad request from 127.0.0.1: ' in line]
+    if level == "info":
+        assert not bad
+    else:  # one line each, level debug, saying why
+        assert len(bad) == len(BAD_REQUESTS) and all("level=debug" in line for line in bad), bad
+        assert any("Host" in line for line in bad)

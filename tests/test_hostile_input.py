@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -363,6 +365,45 @@ def test_probe_parameters_never_cause_a_server_error(probe_exporter: Exporter, d
     if status == 200 and "debug=true" not in query.lower():
         families = {f.name for f in text_string_to_metric_families(body)}
         assert "probe_success" in families
+
+
+REQUEST_PIECES = st.sampled_from([
+    b"GET ", b"POST ", b"/probe?", b"/metrics", b"module=tcp_connect&target=127.0.0.1%3A1",
+    b"&debug=true", b" HTTP/1.1", b" HTTP/1.0", b" HTTP/2.0", b"\r\n", b"\n", b"\r\n\r\n",
+    b"Host: x\r\n", b"Content-Length: 3\r\n", b"Content-Length: -1\r\n",
+    b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", b"Connection: close\r\n",
+    b"Connection: keep-alive\r\n", b"Expect: 100-continue\r\n", b"Upgrade: h2c\r\n",
+    b" ", b":", b"%", b"%zz", b"\x00", b"\xff", b"\xc3\xa9",
+])
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+def exchange(url: str, raw: bytes) -> bytes:
+    """Send ``raw``, close our side, read until the exporter closes its side."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    return reply
+
+
+@SLOW
+@given(st.lists(REQUEST_PIECES | st.binary(max_size=8), max_size=30).map(b"".join))
+@example(b"GET /probe?module=tcp_connect&target=127.0.0.1%3A1 HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n")
+@example(b"GET /probe?module=tcp_connect HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
+def test_raw_request_bytes_never_cause_a_server_error(probe_exporter: Exporter, raw: bytes) -> None:
+    """Whatever arrives on the socket, pipelined or cut short, the answers are HTTP with a
+    status under 500 (or none, for bytes that never form a request), and the connection ends
+    when the client's does: the fast lane and aiohttp behind it both."""
+    reply = exchange(probe_exporter.url, raw)
+    statuses = [int(m.group(1)) for m in STATUS_LINE.finditer(reply)]
+    assert not reply or reply.startswith(b"HTTP/1."), (raw, reply[:300])
+    assert all(status < 500 for status in statuses), (raw, statuses, reply[:500])
 
 
 def test_probe_exporter_survived(probe_exporter: Exporter) -> None:
