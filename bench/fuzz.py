@@ -53,7 +53,7 @@ def run(minutes: float, per_round: int, only: list[str], workdir: Path) -> list[
 
     chosen = {n: f for n, f in properties(props).items() if not only or any(o in n for o in only)}
     exporter = None
-    if any("probe" in n for n in chosen):
+    if any(needs_exporter(f) for f in chosen.values()):
         closed = conftest.free_port()
         exporter = conftest.start_exporter(workdir, props.probe_config(closed))
         exporter.closed_port = closed
@@ -64,7 +64,7 @@ def run(minutes: float, per_round: int, only: list[str], workdir: Path) -> list[
             outcome = Outcome(name)
             outcomes.append(outcome)
             counted = _count(fn, outcome)
-            kwargs = {"probe_exporter": exporter} if "probe_exporter" in fn.__code__.co_varnames else {}
+            kwargs = {"probe_exporter": exporter} if needs_exporter(fn) else {}
             started = time.monotonic()
             while time.monotonic() - started < share and not outcome.failures:
                 out = io.StringIO()
@@ -84,6 +84,11 @@ def run(minutes: float, per_round: int, only: list[str], workdir: Path) -> list[
                 outcomes.append(Outcome("probe exporter log", failures=["the exporter logged a traceback"]))
             exporter.stop()
     return outcomes
+
+
+def needs_exporter(fn: Callable[..., None]) -> bool:
+    """A property that talks to the real exporter started here (the ``probe_exporter`` fixture)."""
+    return "probe_exporter" in fn.__code__.co_varnames
 
 
 def _count(fn: Callable[..., None], outcome: Outcome) -> Callable[..., None]:
