@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -58,6 +59,22 @@ def http_get(url: str, timeout: float = 5.0, **headers: str) -> tuple[int, str, 
             return resp.status, resp.read().decode("utf-8", "replace"), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers)
+
+
+def raw_exchange(url: str, raw: bytes, half_close: bool = False, timeout: float = 5.0) -> bytes:
+    """Send ``raw`` bytes to the server at ``url`` and read until it closes the connection.
+    ``half_close``: end our side right after sending, as a client that has nothing more to say."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reply = b""
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    return reply
 
 
 def http_post(url: str, body: bytes = b"", timeout: float = 5.0) -> tuple[int, str]:

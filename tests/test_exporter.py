@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Exporter, Scrape, require_binary
+from tests.conftest import Exporter, Scrape, raw_exchange, require_binary
 
 
 def refused_port() -> int:
@@ -160,23 +160,13 @@ BAD_REQUESTS = [
 ]
 
 
-def send_raw(url: str, raw: bytes) -> bytes:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(raw)  # and keep our side open: the exporter answers and closes
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
-    return reply
-
-
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_a_bad_request_is_the_clients_fault_not_an_error_in_our_log(run_simulator, run_exporter,
                                                                     level: str) -> None:
     sim = run_simulator("operational")
     exporter = run_exporter(config(sim.url), f"--log.level={level}")
     for raw in BAD_REQUESTS:
-        reply = send_raw(exporter.url, raw)
+        reply = raw_exchange(exporter.url, raw)  # our side open: it answers, then closes
         # aiohttp answers a request it could not parse as HTTP/1.0
         assert reply.startswith(b"HTTP/1.") and re.search(rb"HTTP/1\.[01] 400 ", reply), (raw, reply)
     assert exporter.get("/-/healthy")[0] == 200

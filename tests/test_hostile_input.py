@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode
 
 import pytest
 import yaml
-from conftest import FIXTURES, Exporter, free_port, http_get, start_exporter
+from conftest import FIXTURES, Exporter, free_port, http_get, raw_exchange, start_exporter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -378,20 +377,6 @@ REQUEST_PIECES = st.sampled_from([
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
-def exchange(url: str, raw: bytes) -> bytes:
-    """Send ``raw``, close our side, read until the exporter closes its side."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                reply += chunk
-    return reply
-
-
 @SLOW
 @given(st.lists(REQUEST_PIECES | st.binary(max_size=8), max_size=30).map(b"".join))
 @example(b"GET /probe?module=tcp_connect&target=127.0.0.1%3A1 HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n")
@@ -400,7 +385,7 @@ def test_raw_request_bytes_never_cause_a_server_error(probe_exporter: Exporter, 
     """Whatever arrives on the socket, pipelined or cut short, the answers are HTTP with a
     status under 500 (or none, for bytes that never form a request), and the connection ends
     when the client's does: the fast lane and aiohttp behind it both."""
-    reply = exchange(probe_exporter.url, raw)
+    reply = raw_exchange(probe_exporter.url, raw, half_close=True)
     statuses = [int(m.group(1)) for m in STATUS_LINE.finditer(reply)]
     assert not reply or reply.startswith(b"HTTP/1."), (raw, reply[:300])
     assert all(status < 500 for status in statuses), (raw, statuses, reply[:500])
