@@ -80,8 +80,11 @@ def run(minutes: float, per_round: int, only: list[str], workdir: Path) -> list[
             print(row(outcome), flush=True)
     finally:
         if exporter is not None:
-            if "Traceback" in exporter.log():
-                outcomes.append(Outcome("probe exporter log", failures=["the exporter logged a traceback"]))
+            logged = [line for line in exporter.log().splitlines() if "Traceback (most recent call last)" in line]
+            if logged:  # shown in full: the log goes with the temporary directory
+                outcomes.append(Outcome("probe exporter log", failures=[
+                    f"the exporter logged {len(logged)} traceback(s); the first:\n"
+                    + logged[0].replace("\\n", "\n")]))
             exporter.stop()
     return outcomes
 
