@@ -144,7 +144,6 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     from exporter.config import parse_duration
     from exporter.runtime import Runtime
     from exporter.web import RELOADERS_KEY, SERVER_LIMITS, SlowClientGuard, make_app, reload_all
-    from exporter.workers import BACKLOG
 
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
@@ -198,7 +197,7 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     listening: list[asyncio.Server] = []
     try:
         if pool is None:
-            listening = [await fastlane.listen_on(lane, host, port, ssl_context, BACKLOG)]
+            listening = await fastlane.listen(lane, fastlane.bind(host, port), ssl_context)
         else:  # the shared socket, then the workers
             listening = await pool.start(runner, lane, ssl_context)
         scheme = "https" if ssl_context else "http"

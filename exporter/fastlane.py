@@ -20,8 +20,9 @@ import asyncio
 import email.utils
 import logging
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import unquote_plus
 
@@ -301,16 +302,47 @@ def for_runtime(runtime: Any, server: web.Server, read_header_timeout: float, gu
                 served_by=served_by)
 
 
-async def listen(lane: Lane, sock: Any, ssl_context: Any, backlog: int) -> asyncio.Server:
-    """Serve ``sock`` (already bound) through the lane; close the server to stop accepting."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lane, sock=sock, ssl=ssl_context, backlog=backlog)
+BACKLOG = 1024  # the kernel's queue of connections not yet accepted, per listening socket
 
 
-async def listen_on(lane: Lane, host: str | None, port: int, ssl_context: Any,
-                    backlog: int) -> asyncio.Server:
-    """Serve every address ``host`` resolves to (all interfaces when None), as aiohttp's
-    TCPSite did."""
+def bind(host: str | None, port: int) -> list[socket.socket]:
+    """The listening sockets (SO_REUSEADDR). No host: every address, IPv6 and IPv4, on one
+    socket; a name: every address it resolves to. OSError: the caller reports it."""
+    if host is None:
+        if socket.has_dualstack_ipv6():
+            return [socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
+                                         dualstack_ipv6=True)]
+        return [socket.create_server(("", port), backlog=BACKLOG)]
+    socks: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if any(s.family == family and s.getsockname()[0] == address[0] for s in socks):
+                continue  # getaddrinfo may list an address twice
+            if port == 0 and socks:  # one port for every address, chosen by the first bind
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+async def listen(lane: Lane, socks: Sequence[socket.socket], ssl_context: Any,
+                 accept_batch: int = BACKLOG) -> list[asyncio.Server]:
+    """Serve ``socks`` (already bound) through the lane; close the servers to stop accepting.
+    ``accept_batch``: connections one process takes per wakeup (asyncio takes its backlog
+    argument's worth); the kernel's queue stays BACKLOG long either way."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lane, host, port, ssl=ssl_context, backlog=backlog,
-                                    reuse_address=True)
+    servers: list[asyncio.Server] = []
+    try:
+        for sock in socks:
+            servers.append(await loop.create_server(lane, sock=sock, ssl=ssl_context,
+                                                    backlog=accept_batch))
+            sock.listen(BACKLOG)
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    return servers

@@ -469,6 +469,3 @@ async def handle_probe(request: web.Request) -> web.Response:
                          request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
     return web.Response(status=reply.status, body=reply.body,
                         headers={"Content-Type": reply.content_type})
-
-
-

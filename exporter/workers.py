@@ -56,7 +56,6 @@ log = logging.getLogger("exporter.workers")
 RESTARTS_PER_MINUTE = 5  # replacements of dead workers; more wait for the minute to pass
 SUPERVISE_EVERY = 0.25  # seconds between checks that every worker is alive
 COUNTS_EVERY = 1.0  # seconds between a worker's writes of its /probe request counts
-BACKLOG = 1024
 # Connections a process accepts per wakeup of the shared socket. asyncio accepts up to its
 # backlog argument in one go, so one process would take a whole burst of new connections (and
 # keep them, with keep-alive); one at a time lets every idle process take its share. uvloop
@@ -74,44 +73,6 @@ PR_SET_PDEATHSIG = 1
 async def served_by(request: web.Request, response: web.StreamResponse) -> None:
     if request.path == "/probe":
         response.headers[SERVED_BY] = str(os.getpid())
-
-
-def bind(host: str | None, port: int) -> list[socket.socket]:
-    """The shared listening sockets (SO_REUSEADDR). No host: every address, IPv6 and IPv4, on
-    one socket; a name: every address it resolves to, as without workers."""
-    if host is None:
-        if socket.has_dualstack_ipv6():
-            return [socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
-                                         dualstack_ipv6=True)]
-        return [socket.create_server(("", port), backlog=BACKLOG)]
-    socks: list[socket.socket] = []
-    try:
-        for family, _, _, _, address in socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-            if any(s.family == family and s.getsockname()[0] == address[0] for s in socks):
-                continue  # getaddrinfo may list an address twice
-            if port == 0 and socks:  # one port for every address, chosen by the first bind
-                address = (address[0], socks[0].getsockname()[1], *address[2:])
-            socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-async def listen_shared(lane: fastlane.Lane, socks: Sequence[socket.socket],
-                        ssl_context: Any) -> list[asyncio.Server]:
-    servers = []
-    try:
-        for sock in socks:
-            servers.append(await fastlane.listen(lane, sock, ssl_context, backlog=ACCEPT_BATCH))
-            sock.listen(BACKLOG)  # asyncio listened with ACCEPT_BATCH: keep the queue long
-    except BaseException:
-        for server in servers:
-            server.close()
-        raise
-    return servers
 
 
 def _counts_file(directory: Path, pid: int) -> Path:
@@ -158,8 +119,8 @@ class WorkerPool:
                     ssl_context: Any) -> list[asyncio.Server]:
         """Listen on the shared sockets (the servers returned) and the unix socket; start the
         workers."""
-        self.socks = bind(self.host, self.port)  # OSError: the caller reports it
-        servers = await listen_shared(lane, self.socks, ssl_context)
+        self.socks = fastlane.bind(self.host, self.port)  # OSError: the caller reports it
+        servers = await fastlane.listen(lane, self.socks, ssl_context, ACCEPT_BATCH)
         await web.UnixSite(runner, str(self.unix_path)).start()
         os.chmod(self.unix_path, 0o600)
         self.workers = [self._spawn() for _ in range(self.count)]
@@ -340,7 +301,7 @@ async def serve_worker(opts: argparse.Namespace) -> None:
     listening: list[asyncio.Server] = []
     try:
         socks = [socket.socket(fileno=fd) for fd in opts.fd]
-        listening = await listen_shared(lane, socks, ssl_context)
+        listening = await fastlane.listen(lane, socks, ssl_context, ACCEPT_BATCH)
         log.info("probe worker serving", extra={"pid": os.getpid()})
         await stop.wait()
     finally:
