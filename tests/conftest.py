@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,32 @@ def http_get(url: str, timeout: float = 5.0, **headers: str) -> tuple[int, str, 
             return resp.status, resp.read().decode("utf-8", "replace"), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers)
+
+
+class Acceptor:
+    """A loopback tcp target: accepts every connection and closes it."""
+
+    def __init__(self, backlog: int = 512) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.accept()[0].close()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
 
 
 def raw_exchange(url: str, raw: bytes, half_close: bool = False, timeout: float = 5.0) -> bytes:

@@ -3,17 +3,15 @@ in a fresh network namespace with another ephemeral port range (docs/benchmarks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require_binary, require_root
+from conftest import ROOT, Acceptor, require_binary, require_root
 
 from bench import ceiling
 from bench.common import local_port_range
@@ -24,24 +22,9 @@ PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 @pytest.fixture
 def listener() -> Iterator[tuple[str, int]]:
-    """A real server that accepts every connection and closes it, as nginx does with one that
-    sends nothing."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=4096)
-
-    def accept_all() -> None:
-        with contextlib.suppress(OSError):  # closed at teardown
-            while True:
-                conn, _ = server.accept()
-                conn.close()
-
-    thread = threading.Thread(target=accept_all, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()
-    finally:
-        server.shutdown(socket.SHUT_RDWR)
-        server.close()
-        thread.join(5)
+    acceptor = Acceptor(backlog=4096)  # the loop connects faster than one thread accepts
+    yield "127.0.0.1", acceptor.port
+    acceptor.close()
 
 
 def closed_port() -> int:

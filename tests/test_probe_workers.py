@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,37 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXPORTER, Exporter, free_port, require_binary, require_root
+from conftest import EXPORTER, Acceptor, Exporter, free_port, require_binary, require_root
 
 from exporter.cli import SHUTDOWN_GRACE
 
 WORKERS = 2
-
-
-class Acceptor:
-    """A loopback tcp target: accepts every connection and closes it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sock.accept()[0].close()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture
