@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "statuspage"
+FIXTURES = SHARED / "fixtures" / "statuspage"  # real captures: conformance tests only
+OWN_FIXTURES = ROOT / "tests" / "fixtures"  # written by this project, in the real formats
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXPORTER = shutil.which("claude-status-exporter", path=str(Path(sys.executable).parent)) or "claude-status-exporter"
 
@@ -34,6 +35,12 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"required component missing under CI: {why}")
     pytest.skip(why)
+
+
+def require_shared() -> None:
+    """Conformance tests read others' real captures from ../shared: required in CI, skipped
+    with one line on a machine that has only the project."""
+    require(SHARED.is_dir(), f"{SHARED} is absent: the conformance tests on real captures need it")
 
 
 def require_binary(name: str) -> str:

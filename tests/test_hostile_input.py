@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode
 
 import pytest
 import yaml
-from conftest import FIXTURES, Exporter, free_port, http_get, raw_exchange, start_exporter
+from conftest import FIXTURES, OWN_FIXTURES, Exporter, free_port, http_get, raw_exchange, start_exporter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -109,7 +109,9 @@ def test_statuspage_parser_on_page_shaped_objects(payload: dict[str, Any]) -> No
     exercise_page(payload)
 
 
-FIXTURE_PAGES = {p.name: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))}
+# The project's own pages always; the real captures too where ../shared is present.
+FIXTURE_PAGES = {p.name: json.loads(p.read_text())
+                 for p in sorted([*(OWN_FIXTURES / "statuspage").glob("*.json"), *FIXTURES.glob("*.json")])}
 
 
 def mutate(value: Any, draw: Any, depth: int = 0) -> Any:

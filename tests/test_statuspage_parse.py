@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, OWN_FIXTURES, require_shared
 
 from exporter import metrics
 from exporter.checks.statuspage import (
@@ -25,6 +25,7 @@ from exporter.config import StatuspageConfig
 
 
 def load(name: str) -> Any:
+    require_shared()
     return json.loads((FIXTURES / name).read_text())
 
 
@@ -112,6 +113,7 @@ FIXTURE_FACTS: dict[str, dict[str, Any]] = {
 
 
 def test_every_fixture_has_facts() -> None:
+    require_shared()
     assert {p.name for p in FIXTURES.glob("*.json")} == set(FIXTURE_FACTS)
 
 
@@ -187,9 +189,43 @@ def test_github_incident_info_labels() -> None:
     assert samples[0].value == 1.0
 
 
+def own(name: str) -> Any:
+    return json.loads((OWN_FIXTURES / "statuspage" / name).read_text())
+
+
+def test_own_page_facts() -> None:
+    """The project's own page (groups, an open incident, maintenance in progress and upcoming)
+    gives the same facts on every machine, with or without ../shared."""
+    page = parse(own("acme-summary-incident-major.json"))
+    assert page.indicator == "major"
+    assert page.updated_at == pytest.approx(ts("2026-11-30T09:12:44.118Z"))
+    assert {c.id: (c.name, c.group, c.status) for c in page.components.values()} == {
+        "acmeapi00001": ("API", "", "major_outage"),
+        "acmeconsole1": ("Console", "", "operational"),
+        "acmeregus001": ("US East", "Regions", "partial_outage"),
+        "acmeregeu001": ("EU West", "Regions", "degraded_performance"),
+        "acmewebhook1": ("Webhooks", "", "under_maintenance"),
+    }
+    assert [(i.id, i.impact, i.status, set(i.component_ids)) for i in page.incidents] == [
+        ("acmeinc00001", "major", "identified", {"acmeapi00001"})]
+    samples = {s.metric.name: s.value for s in gauges(page)
+               if s.metric.name.startswith("statuspage_maintenance")}
+    assert samples == {
+        "statuspage_maintenance_active": 1.0,
+        "statuspage_maintenance_next_start_timestamp_seconds": ts("2026-12-05T02:00:00.000Z"),
+    }
+
+
+def test_own_calm_page_is_operational() -> None:
+    page = parse(own("calm-summary-operational.json"))
+    assert page.indicator == "none"
+    assert {c.status for c in page.components.values()} == {"operational"}
+    assert page.incidents == ()
+
+
 def test_only_metric_specs_the_prober_owns() -> None:
     """The state store derives poll success, counts, duration and last success itself."""
-    names = {s.metric.name for s in gauges(parse(load("github-summary-incident-major.json")))}
+    names = {s.metric.name for s in gauges(parse(own("acme-summary-incident-major.json")))}
     assert not names & {"statuspage_poll_success", "statuspage_polls_total",
                         "statuspage_poll_failures_total", "statuspage_poll_duration_seconds",
                         "statuspage_last_success_timestamp_seconds"}

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from conftest import FIXTURES, free_port
+from conftest import OWN_FIXTURES, free_port
 
 from exporter import __version__, metrics
 from exporter.checks import ProbeContext, Result
@@ -33,7 +33,7 @@ from exporter.checks.statuspage import (
 from exporter.config import CheckConfig, StatuspageConfig
 
 SUMMARY = "/api/v2/summary.json"
-GITHUB = (FIXTURES / "github-summary-incident-major.json").read_bytes()
+PAGE = (OWN_FIXTURES / "statuspage" / "acme-summary-incident-major.json").read_bytes()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[..., Awaitable[str]]
 
@@ -74,7 +74,7 @@ async def poll_path(base: str, ctx: ProbeContext, path: str = SUMMARY, **kwargs:
     return await poll(base + path, options(base, **kwargs), ctx)
 
 
-def respond(status: int = 200, body: bytes | str = GITHUB,
+def respond(status: int = 200, body: bytes | str = PAGE,
             content_type: str = "application/json",
             headers: dict[str, str] | None = None) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -101,10 +101,10 @@ async def test_success_sends_user_agent_and_accept(serve: Serve, ctx: ProbeConte
     assert "If-None-Match" not in seen[0]
     page = result.details["page"]
     assert isinstance(page, Page)
-    assert page.status_of("st3j38cctv9l") == "partial_outage"
+    assert page.status_of("acmeregus001") == "partial_outage"
     indicator = {s.labels["indicator"]: s.value for s in result.gauges
                  if s.metric is metrics.STATUSPAGE_INDICATOR}
-    assert indicator == {"none": 0, "minor": 1, "major": 0, "critical": 0, "maintenance": 0,
+    assert indicator == {"none": 0, "minor": 0, "major": 1, "critical": 0, "maintenance": 0,
                          "unknown": 0}
     assert "backoff_seconds" not in result.details
 
@@ -121,8 +121,8 @@ async def test_conditional_request_gets_304_and_reuses_the_page(
         if request.headers.get("If-None-Match") == etag:
             sent.append(0)
             return web.Response(status=304, headers=headers)
-        sent.append(len(GITHUB))
-        return web.Response(body=GITHUB, content_type="application/json", headers=headers)
+        sent.append(len(PAGE))
+        return web.Response(body=PAGE, content_type="application/json", headers=headers)
 
     base = await serve({SUMMARY: handler})
     first = await poll_path(base, ctx)
@@ -130,7 +130,7 @@ async def test_conditional_request_gets_304_and_reuses_the_page(
     assert first.success and second.success
     assert seen[1]["If-None-Match"] == etag
     assert seen[1]["If-Modified-Since"] == last_modified
-    assert sent == [len(GITHUB), 0]
+    assert sent == [len(PAGE), 0]
     assert second.details["not_modified"] is True and second.details["body_bytes"] == 0
     assert second.gauges == first.gauges
     assert second.details["page"] == first.details["page"]
@@ -166,19 +166,19 @@ async def test_redirects_are_followed(serve: Serve, ctx: ProbeContext) -> None:
 async def test_probe_maps_the_base_url_and_applies_filters(
         serve: Serve, ctx: ProbeContext) -> None:
     base = await serve({SUMMARY: respond()})
-    check = CheckConfig(upstream="github", name="statuspage", kind="statuspage", url=base,
+    check = CheckConfig(upstream="acme", name="statuspage", kind="statuspage", url=base,
                         timeout=3.0)
-    ctx.memo[MEMO_OPTIONS] = StatuspageConfig(url=base, components=("Packages", "Pages"))
+    ctx.memo[MEMO_OPTIONS] = StatuspageConfig(url=base, components=("API", "US East"))
     result = await probe(check, ctx)
     assert result.success
     exported = {s.labels["component_id"] for s in result.gauges
                 if s.metric is metrics.STATUSPAGE_COMPONENT_STATUS}
-    assert exported == {"st3j38cctv9l", "vg70hn9s2tyj"}
+    assert exported == {"acmeapi00001", "acmeregus001"}
     assert set(result.details["page"].components) == exported
 
 
 async def test_gzip_body_and_utf8_bom(serve: Serve, ctx: ProbeContext) -> None:
-    body = gzip.compress(b"\xef\xbb\xbf" + GITHUB)
+    body = gzip.compress(b"\xef\xbb\xbf" + PAGE)
     base = await serve({SUMMARY: respond(body=body, headers={"Content-Encoding": "gzip"})})
     result = await poll_path(base, ctx)
     assert result.success, result.error
@@ -197,8 +197,8 @@ FAILURES: list[tuple[str, Handler, str]] = [
     ("404", respond(404, "not found", "text/plain"), "http_status"),
     ("200 html challenge", respond(200, CHALLENGE, "text/html"), "not_json"),
     ("200 html labelled json", respond(200, "\n  <html>challenge</html>"), "not_json"),
-    ("wrong content type", respond(200, GITHUB, "text/plain"), "not_json"),
-    ("malformed json", respond(200, GITHUB[: len(GITHUB) // 2]), "not_json"),
+    ("wrong content type", respond(200, PAGE, "text/plain"), "not_json"),
+    ("malformed json", respond(200, PAGE[: len(PAGE) // 2]), "not_json"),
     ("empty body", respond(200, b""), "not_json"),
     ("deeply nested json", respond(200, b"[" * 100_000 + b"]" * 100_000), "not_json"),
     ("json array", respond(200, "[1, 2, 3]"), "schema"),
@@ -227,9 +227,9 @@ async def test_304_without_a_cached_page_is_a_failure(serve: Serve, ctx: ProbeCo
 async def test_truncated_transfer(serve: Serve, ctx: ProbeContext) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = len(GITHUB)
+        response.content_length = len(PAGE)
         await response.prepare(request)
-        await response.write(GITHUB[:1000])
+        await response.write(PAGE[:1000])
         assert request.transport is not None
         request.transport.close()
         return response
@@ -375,8 +375,8 @@ async def test_gzip_bomb_is_cut_off(serve: Serve, ctx: ProbeContext) -> None:
 
 async def test_max_body_bytes_is_configurable(serve: Serve, ctx: ProbeContext) -> None:
     base = await serve({SUMMARY: respond()})
-    assert (await poll_path(base, ctx, max_body_bytes=len(GITHUB))).success
-    small = await poll_path(base, ctx, max_body_bytes=len(GITHUB) - 1)
+    assert (await poll_path(base, ctx, max_body_bytes=len(PAGE))).success
+    small = await poll_path(base, ctx, max_body_bytes=len(PAGE) - 1)
     assert (small.success, small.reason) == (False, "too_large")
 
 
