@@ -20,7 +20,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, SHARED, require
+from conftest import ROOT, SHARED, require, require_shared
 
 from exporter import __version__
 from exporter.config import PRESET_PATH, load_text
@@ -119,6 +119,7 @@ def strict_schema(node: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def crd_validators() -> dict[str, jsonschema.Draft7Validator]:
+    require_shared()  # the prometheus-operator CRDs are shipped in ../shared/schemas
     validators = {}
     for path in sorted((SHARED / "schemas").glob("crd-*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
