@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import SHARED, require_shared
 
 from exporter import metrics
 
@@ -32,7 +33,8 @@ def test_every_metric_is_documented() -> None:
 
 
 def test_the_spec_names_are_all_defined() -> None:
-    spec_md = (Path(__file__).resolve().parent.parent.parent / "shared" / "SPEC.md").read_text()
+    require_shared()
+    spec_md = (SHARED / "SPEC.md").read_text()
     defined = {s.name for s in SPECS}
     for name in ("statuspage_component_status", "statuspage_incident_info", "probe_api_ttft_seconds",
                  "probe_icmp_rtt_seconds", "upstream_verdict", "upstream_outage_unacknowledged_seconds",
