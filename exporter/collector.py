@@ -31,6 +31,12 @@ _GENERIC = {
     "runs": (m.PROBE_RUNS, m.STATUSPAGE_POLLS),
     "failures": (m.PROBE_FAILURES, m.STATUSPAGE_POLL_FAILURES),
 }
+# Dependency and crowd polls: success, polls and failures under their own names, labelled by
+# the witness's name (the poll's check name is internal).
+_WITNESS_GENERIC = {
+    "dependency": (m.DEPENDENCY_POLL_SUCCESS, m.DEPENDENCY_POLLS, m.DEPENDENCY_POLL_FAILURES),
+    "crowd": (m.CROWD_POLL_SUCCESS, m.CROWD_POLLS, m.CROWD_POLL_FAILURES),
+}
 ORDER = {spec.name: i for i, spec in enumerate(m.all_specs())}
 
 
@@ -136,6 +142,8 @@ class _Families:
 
 
 def check_lines(r: Renderer, state: CheckState) -> _Families:
+    if state.check.witness is not None:
+        return witness_lines(r, state)
     out = _Families()
     statuspage = state.check.kind == "statuspage"
     pick = 1 if statuspage else 0
@@ -162,6 +170,24 @@ def check_lines(r: Renderer, state: CheckState) -> _Families:
         add(spec, values, total)
     for (spec, values), hist in state.histograms.items():
         r.histogram_lines(out.lines(spec), spec, values, hist)
+    return out
+
+
+def witness_lines(r: Renderer, state: CheckState) -> _Families:
+    """A dependency or crowd poll: its generic series and the feed's gauges."""
+    out = _Families()
+    witness = state.check.witness
+    assert witness is not None
+    success, polls, failures = _WITNESS_GENERIC[witness.role]
+    ident = (state.check.upstream, witness.name)
+    if state.last is not None:
+        out.lines(success).append(r.line(success, ident, 1.0 if state.last.success else 0.0))
+    out.lines(polls).append(r.line(polls, ident, float(state.runs)))
+    for reason, count in sorted(state.failures.items()):
+        out.lines(failures).append(r.line(failures, (*ident, reason), float(count)))
+    for sample in state.gauges():
+        out.lines(sample.metric).append(
+            r.line(sample.metric, state.label_values(sample.metric, sample), sample.value))
     return out
 
 
@@ -256,6 +282,11 @@ class Collector:
             r.sample(out, m.UPSTREAM_VERDICT_SINCE, (upstream,), current.since)
             r.sample(out, m.UPSTREAM_OUTAGE_UNACKNOWLEDGED, (upstream,),
                      self.verdicts.unacknowledged_seconds(upstream, now))
+            for witness in m.WITNESSES:
+                said = current.decision.witnesses.get(witness, "unknown")
+                for view in m.WITNESS_VIEWS:
+                    r.sample(out, m.UPSTREAM_WITNESS, (upstream, witness, view),
+                             1.0 if said == view else 0.0)
 
     def _self_lines(self, r: Renderer, out: Lines) -> None:
         r.sample(out, m.EXPORTER_BUILD_INFO, (__version__, platform.python_version()), 1.0)

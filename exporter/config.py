@@ -32,6 +32,12 @@ MODES = {
     "openai": ("keyless", "models", "chat"),
 }
 DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
+# Witnesses beyond the status page and our probes (docs/witnesses.md).
+DEPENDENCY_KINDS = ("gcp_status", "aws_health", "azure_status")
+CROWD_KINDS = ("openrouter",)
+# Kinds polled like a status page: their last good answer stays visible through failed polls.
+POLLED_KINDS = ("statuspage", *DEPENDENCY_KINDS, *CROWD_KINDS)
+OPENROUTER_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
 
 class ConfigError(Exception):
@@ -52,6 +58,32 @@ class ConfigIssue:
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """One entry of an upstream's ``dependencies:`` or ``crowd:`` list."""
+
+    name: str
+    kind: str  # one of DEPENDENCY_KINDS or CROWD_KINDS
+    url: str
+    interval: float = 120.0
+    timeout: float = 10.0
+    services: tuple[str, ...] = ()  # gcp: products; ids or names
+    regions: tuple[str, ...] = ()  # gcp: locations; ids or names
+    models: tuple[str, ...] = ()  # crowd: author/slug
+    providers: tuple[str, ...] = ()  # crowd: provider names (or endpoint tag prefixes)
+    down_below: float = 0.9  # crowd: 5m uptime under this is failing
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def role(self) -> str:
+        return "crowd" if self.kind in CROWD_KINDS else "dependency"
+
+    @property
+    def check_name(self) -> str:
+        """The name of its background poll; the slash keeps it apart from user check names."""
+        return f"{'crowd' if self.role == 'crowd' else 'dependencies'}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +133,8 @@ class CheckConfig:
     record_type: str = "any"  # a | aaaa | any
     # /probe modules
     allowed_targets: tuple[str, ...] = ()
+    # dependencies and crowd polls (kinds in DEPENDENCY_KINDS and CROWD_KINDS)
+    witness: WitnessConfig | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -144,6 +178,8 @@ class UpstreamConfig:
     statuspage: StatuspageConfig | None
     checks: tuple[CheckConfig, ...]
     verdict: VerdictConfig = VerdictConfig()
+    dependencies: tuple[WitnessConfig, ...] = ()
+    crowd: tuple[WitnessConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +200,9 @@ class Config:
                 out.append(CheckConfig(upstream=up.name, name="statuspage", kind="statuspage",
                                        interval=sp.interval, timeout=sp.timeout, url=sp.url))
             out.extend(up.checks)
+            out.extend(CheckConfig(upstream=up.name, name=w.check_name, kind=w.kind,
+                                   interval=w.interval, timeout=w.timeout, url=w.url, witness=w)
+                       for w in (*up.dependencies, *up.crowd))
         out.extend(self.control)
         return out
 
@@ -612,13 +651,18 @@ def build_config(data: Any, doc: _Doc) -> Config | None:
         except ValueError as exc:
             doc.error(path, f"upstream name {exc}")
             continue
-        up = v.mapping(up_raw, path, {"statuspage", "checks", "verdict"})
+        up = v.mapping(up_raw, path, {"statuspage", "checks", "verdict", "dependencies",
+                                      "crowd"})
         statuspage = _statuspage(v, up, path, defaults)
         checks = _check_list(v, up.get("checks", []), (*path, "checks"), up_name, defaults)
         verdict = _verdict(v, up.get("verdict"), (*path, "verdict"))
         if statuspage is None and not checks and "statuspage" not in up and "checks" not in up:
             doc.error(path, "needs a statuspage, checks, or both")
-        upstreams.append(UpstreamConfig(up_name, statuspage, tuple(checks), verdict))
+        dependencies = _witness_list(v, up.get("dependencies"), (*path, "dependencies"),
+                                     DEPENDENCY_KINDS, defaults)
+        crowd = _witness_list(v, up.get("crowd"), (*path, "crowd"), CROWD_KINDS, defaults)
+        upstreams.append(UpstreamConfig(up_name, statuspage, tuple(checks), verdict,
+                                        tuple(dependencies), tuple(crowd)))
 
     control = _check_list(v, top.get("control", []), ("control",), RESERVED_UPSTREAM, defaults)
     modules: dict[str, CheckConfig] = {}
@@ -664,6 +708,89 @@ def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
         v.doc.error((*sp_path, "timeout"), f"must not exceed the interval ({sp.timeout:g}s > {sp.interval:g}s)")
         return None
     return sp
+
+
+def parse_openrouter_models(value: Any) -> tuple[str, ...]:
+    models = parse_str_list(value)
+    if not models:
+        raise ValueError("must name at least one model")
+    if len(models) > 50:
+        raise ValueError(f"at most 50 models (got {len(models)})")
+    for model in models:
+        if not OPENROUTER_MODEL_RE.match(model):
+            raise ValueError(f'must be OpenRouter model ids such as "anthropic/claude-sonnet-4.6" '
+                             f"(got {_show(model)})")
+    return models
+
+
+# Keys of each witness kind, mapped to the WitnessConfig field they fill.
+_WITNESS_COMMON: dict[str, tuple[str, Parser]] = {
+    "name": ("name", parse_name), "kind": ("kind", parse_str), "url": ("url", parse_url),
+    "interval": ("interval", parse_duration), "timeout": ("timeout", parse_duration),
+    "max_body_bytes": ("max_body_bytes", parse_int(1024, 1024**3)),
+}
+WITNESS_KEYS: dict[str, dict[str, tuple[str, Parser]]] = {
+    "gcp_status": {**_WITNESS_COMMON, "products": ("services", parse_str_list),
+                   "locations": ("regions", parse_str_list)},
+    "aws_health": {**_WITNESS_COMMON, "services": ("services", parse_str_list),
+                   "regions": ("regions", parse_str_list)},
+    "azure_status": {**_WITNESS_COMMON, "services": ("services", parse_str_list),
+                     "regions": ("regions", parse_str_list)},
+    "openrouter": {**_WITNESS_COMMON, "models": ("models", parse_openrouter_models),
+                   "providers": ("providers", parse_str_list),
+                   "down_below": ("down_below", parse_ratio)},
+}
+WITNESS_INTERVALS = {"dependency": 120.0, "crowd": 60.0}
+
+
+def _witness_list(v: _Validator, raw: Any, path: Path_, kinds: tuple[str, ...],
+                  defaults: dict[str, float]) -> list[WitnessConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        v.doc.error(path, f"must be a list of {{name, kind, url, ...}} entries (got {_show(raw)})")
+        return []
+    out: list[WitnessConfig] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        item_path = (*path, i)
+        if not isinstance(item, dict):
+            v.doc.error(item_path, f"must be a mapping with name, kind and url (got {_show(item)})")
+            continue
+        kind = item.get("kind")
+        if kind not in kinds:
+            v.doc.error((*item_path, "kind") if "kind" in item else item_path,
+                        f"must be one of {', '.join(kinds)} (got {_show(kind)})"
+                        if "kind" in item else "missing required key kind")
+            continue
+        keys = WITNESS_KEYS[kind]
+        before = len(v.doc.issues)
+        values: dict[str, Any] = {}
+        fields_raw = v.mapping(item, item_path, keys)
+        for key in fields_raw:
+            parsed = v.field(fields_raw, key, item_path, keys[key][1])
+            if parsed is not None:
+                values[keys[key][0]] = parsed
+        for required in ("name", "url", *(("models",) if kind in CROWD_KINDS else ())):
+            if required not in item:
+                v.doc.error(item_path, f"missing required key {required}")
+        name = values.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                v.doc.error((*item_path, "name"), f'duplicate name "{name}" '
+                                                  f"(also at {dotted((*path, seen[name]))})")
+            seen[name] = i
+        if len(v.doc.issues) > before:
+            continue
+        role = "crowd" if kind in CROWD_KINDS else "dependency"
+        values.setdefault("interval", WITNESS_INTERVALS[role])
+        values.setdefault("timeout", min(defaults["timeout"], values["interval"]))
+        if values["timeout"] > values["interval"]:
+            v.doc.error((*item_path, "timeout"), "must not exceed the interval "
+                        f"({values['timeout']:g}s > {values['interval']:g}s)")
+            continue
+        out.append(WitnessConfig(**values))
+    return out
 
 
 def _verdict(v: _Validator, raw_value: Any, path: Path_) -> VerdictConfig:

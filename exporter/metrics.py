@@ -210,8 +210,53 @@ UPSTREAM_VERDICT_SINCE = MetricSpec(
     "Unix time the current verdict began.", ("upstream",))
 UPSTREAM_OUTAGE_UNACKNOWLEDGED = MetricSpec(
     "upstream_outage_unacknowledged_seconds", "gauge",
-    "How long our probes have seen an outage that the status page does not show; 0 when none.",
+    "How long our probes (or the crowd) have seen an outage that the status page does not "
+    "show; 0 when none.",
     ("upstream",))
+
+# -- witnesses: the clouds underneath (dependencies) and others' traffic (crowd) ----------------
+DEPENDENCY = ("upstream", "dependency")
+CROWD = ("upstream", "source")
+DEPENDENCY_POLL_SUCCESS = MetricSpec(
+    "dependency_poll_success", "gauge",
+    "1 if the most recent poll of the dependency's status feed fetched and parsed it.",
+    DEPENDENCY)
+DEPENDENCY_POLLS = MetricSpec(
+    "dependency_polls_total", "counter", "Dependency status-feed polls attempted.", DEPENDENCY)
+DEPENDENCY_POLL_FAILURES = MetricSpec(
+    "dependency_poll_failures_total", "counter",
+    "Dependency status-feed polls that failed, by reason "
+    "(timeout, connect, tls, http_status, not_json, schema, too_large).",
+    (*DEPENDENCY, "reason"))
+DEPENDENCY_INCIDENTS_OPEN = MetricSpec(
+    "dependency_incidents_open", "gauge",
+    "Open incidents on the dependency's status feed that match its filters, by severity.",
+    (*DEPENDENCY, "severity"))
+DEPENDENCY_INCIDENT_INFO = MetricSpec(
+    "dependency_incident_info", "gauge",
+    "One series per open incident that matches the dependency's filters, value 1.",
+    (*DEPENDENCY, "incident_id", "name", "service", "region", "severity"))
+CROWD_POLL_SUCCESS = MetricSpec(
+    "crowd_poll_success", "gauge",
+    "1 if the most recent poll of the crowd source fetched and parsed every model.", CROWD)
+CROWD_POLLS = MetricSpec("crowd_polls_total", "counter", "Crowd-source polls attempted.", CROWD)
+CROWD_POLL_FAILURES = MetricSpec(
+    "crowd_poll_failures_total", "counter",
+    "Crowd-source polls that failed, by reason "
+    "(timeout, connect, tls, http_status, not_json, schema, too_large).", (*CROWD, "reason"))
+CROWD_ENDPOINT_UPTIME = MetricSpec(
+    "crowd_endpoint_uptime_ratio", "gauge",
+    "Share (0-1) of others' requests to the model at this provider endpoint that succeeded, "
+    "over the window; absent where the source has no figure.",
+    (*CROWD, "model", "provider", "endpoint", "window"))
+CROWD_ENDPOINT_STATUS = MetricSpec(
+    "crowd_endpoint_status_code", "gauge",
+    "The crowd source's own status number for the endpoint (OpenRouter: 0 normal, negative "
+    "unhealthy), unread.", (*CROWD, "model", "provider", "endpoint"))
+UPSTREAM_WITNESS = MetricSpec(
+    "upstream_witness", "gauge",
+    "What each witness (statuspage, probes, network, crowd, dependencies, control) says of the "
+    "upstream, as a state set: ok, degraded, down, unknown.", ("upstream", "witness", "view"))
 
 # -- the exporter itself -------------------------------------------------------------------------
 EXPORTER_BUILD_INFO = MetricSpec(
@@ -250,6 +295,10 @@ STATE_SETS: dict[str, tuple[str, ...]] = {
         "unknown",
     ),
 }
+DEPENDENCY_SEVERITIES = ("low", "medium", "high", "unknown")
+WITNESSES = ("statuspage", "probes", "network", "crowd", "dependencies", "control")
+WITNESS_VIEWS = ("ok", "degraded", "down", "unknown")
+CROWD_WINDOWS = ("5m", "30m", "1d")
 INCIDENT_IMPACTS = ("none", "minor", "major", "critical", "maintenance", "unknown")
 
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 import aiohttp
 
 from exporter.checks import ProbeContext, Result, probers
-from exporter.config import CheckConfig, Config
+from exporter.config import POLLED_KINDS, CheckConfig, Config
 from exporter.secrets import SECRETS
 from exporter.state import StateStore
 
@@ -117,7 +117,7 @@ class Scheduler:
         except Exception as exc:  # a prober bug must not kill the check's loop
             logger.exception("prober crashed", extra={"check": check.name})
             # A page that crashes the parser is a page we cannot read: "schema" in the SPEC's set.
-            reason = "schema" if check.kind == "statuspage" else "internal"
+            reason = "schema" if check.kind in POLLED_KINDS else "internal"
             result = Result(False, time.perf_counter() - start, reason,
                             f"internal error: {exc.__class__.__name__}")
         if ctx.lines and not result.log:

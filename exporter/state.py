@@ -15,7 +15,7 @@ from typing import Any
 
 from exporter import metrics as m
 from exporter.checks import Result, Sample
-from exporter.config import CheckConfig, Config, VerdictConfig
+from exporter.config import POLLED_KINDS, CheckConfig, Config, VerdictConfig
 
 LabelValues = tuple[str, ...]
 
@@ -111,8 +111,9 @@ class CheckState:
         return tuple(values)
 
     def gauges(self) -> tuple[Sample, ...]:
-        """Gauges to serve: a failed status-page poll keeps the last good page visible."""
-        if self.check.kind == "statuspage":
+        """Gauges to serve: a failed poll of a status page (or a dependency or crowd feed)
+        keeps the last good answer visible."""
+        if self.check.kind in POLLED_KINDS:
             return self.last_success.gauges if self.last_success else ()
         return self.last.gauges if self.last else ()
 
@@ -161,12 +162,12 @@ class StateStore:
             state.consecutive_failures += 1
             state.consecutive_successes = 0
         state.debounce(result)
-        if check.kind == "statuspage" or state.verdict_inputs() != before:
+        if check.kind in POLLED_KINDS or state.verdict_inputs() != before:
             if check.upstream == "control":
                 self.dirty.update(u for (u, _) in self.checks if u != "control")
             else:
                 self.dirty.add(check.upstream)
-        if check.kind != "statuspage":
+        if check.kind not in POLLED_KINDS:
             hist_key = (m.PROBE_LATENCY, state.label_values(m.PROBE_LATENCY))
             hist = state.histograms.get(hist_key)
             if hist is None:

@@ -17,6 +17,13 @@ Rules, first match wins (docs/verdict.md explains them for users):
                       or the page shows a linked component degraded.
 7. ``operational``    all is well.
 
+The other witnesses (docs/witnesses.md): the crowd (others' traffic to the same models) alone
+raises ``operational`` to ``degraded``, never to ``outage``; our failing API probes plus a crowd
+that also sees failures make ``outage`` at once, without the debounce; our failing probes while
+the crowd sees the provider's endpoints at 99% or more say so in the signals (it points at us).
+Dependencies (the clouds underneath) never change the verdict: open matching incidents are
+named in the signals. ``upstream_witness`` reports what each witness says on its own.
+
 "Down" is debounced: a check is down after ``outage_after`` consecutive failed runs and up again
 after ``recover_after`` consecutive good runs, so a single failed run changes nothing.
 """
@@ -26,12 +33,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.checks.statuspage import Incident, Page
-from exporter.config import Config
+from exporter.config import CROWD_KINDS, DEPENDENCY_KINDS, Config
 from exporter.state import CheckState, StateStore
+from exporter.witnesses import DETAIL_INCIDENTS, DETAIL_MODELS
+from exporter.witnesses.dependencies import CloudIncident, open_matching
+from exporter.witnesses.openrouter import ModelHealth
 
 API_KINDS = ("anthropic", "openai", "http")
 # Answers that prove the API is up and the problem is our account.
@@ -42,6 +52,8 @@ ANSWERED_REASONS = OWN_QUOTA_REASONS | {"rate_limited", "budget_exhausted", "bad
 OUTAGE_STATUSES = ("partial_outage", "major_outage")
 VERDICTS = ("operational", "degraded", "outage", "maintenance", "own_quota", "local_network",
             "unknown")
+CROWD_HEALTHY = 0.99  # the crowd at or above this while our probes fail points at us
+CROWD_WINDOW = "5m"
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,68 @@ class Decision:
     decided_by: tuple[str, ...] = ()  # which signals: statuspage, probes, control
     unacknowledged: bool = False  # probes see an outage the page does not show
     details: dict[str, Any] = field(default_factory=dict)
+    # What each witness says on its own: ok, degraded, down or unknown.
+    witnesses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CrowdReading:
+    """One provider endpoint's 5-minute uptime as a crowd source reports it."""
+
+    source: str
+    model: str
+    provider: str
+    endpoint: str
+    ratio: float
+
+
+@dataclass(frozen=True)
+class CrowdView:
+    """What one crowd source says of the upstream's models, as of its last poll."""
+
+    source: str
+    ran: bool  # the last poll succeeded
+    readings: tuple[CrowdReading, ...] = ()  # the provider's endpoints that have a 5m figure
+    down_below: float = 0.9
+
+    @property
+    def failing(self) -> tuple[CrowdReading, ...]:
+        return tuple(r for r in self.readings if r.ratio < self.down_below)
+
+    @property
+    def healthy(self) -> bool:
+        return self.ran and bool(self.readings) and all(
+            r.ratio >= CROWD_HEALTHY for r in self.readings)
+
+    @property
+    def models_down(self) -> tuple[str, ...]:
+        """Models whose every endpoint with a figure is failing."""
+        models = dict.fromkeys(r.model for r in self.readings)
+        return tuple(m for m in models
+                     if all(r.ratio < self.down_below for r in self.readings if r.model == m))
+
+    @property
+    def view(self) -> str:
+        if not self.ran or not self.readings:
+            return "unknown"
+        if self.models_down:
+            return "down"
+        return "degraded" if self.failing else "ok"
+
+
+@dataclass(frozen=True)
+class DependencyView:
+    name: str
+    ran: bool  # some poll succeeded: the incidents are as of the last good one
+    incidents: tuple[CloudIncident, ...] = ()  # open and matching the filters
+
+    @property
+    def view(self) -> str:
+        if not self.ran:
+            return "unknown"
+        if any(i.severity == "high" for i in self.incidents):
+            return "down"
+        return "degraded" if self.incidents else "ok"
 
 
 def check_view(state: CheckState) -> CheckView:
@@ -92,9 +166,32 @@ def check_view(state: CheckState) -> CheckView:
 
 
 def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
-           page_fresh: bool = True) -> Decision:
+           page_fresh: bool = True, crowd: Sequence[CrowdView] = (),
+           dependencies: Sequence[DependencyView] = ()) -> Decision:
+    """The verdict with every witness's own view; dependencies only add signals."""
+    decision = _decide(checks, control, page, page_fresh, crowd)
+    signals = list(decision.signals)
+    for dep in dependencies:
+        for incident in dep.incidents:
+            where = ", ".join(x for x in (incident.service_label, incident.region_label) if x)
+            signals.append(f"open {dep.name} incident (context): {incident.name or incident.id}"
+                           + (f" ({where})" if where else ""))
+    return replace(decision, signals=tuple(signals),
+                   witnesses=witness_views(checks, control, page, crowd, dependencies))
+
+
+def _crowd_signal(failing: Sequence[CrowdReading]) -> str:
+    return ", ".join(f"{r.model} at {r.provider} {r.endpoint} {r.ratio:.0%}"
+                     for r in failing[:5]) + (f" and {len(failing) - 5} more"
+                                               if len(failing) > 5 else "")
+
+
+def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
+            page_fresh: bool, crowd: Sequence[CrowdView]) -> Decision:
     ran = [c for c in checks if c.ran]
-    if not ran and page is None:
+    crowd_failing = [r for c in crowd if c.ran for r in c.failing]
+    crowd_healthy = any(c.healthy for c in crowd) and not crowd_failing
+    if not ran and page is None and not any(c.ran and c.readings for c in crowd):
         return Decision("unknown", ("no check has completed and the status page has not "
                                     "been read yet",))
 
@@ -135,18 +232,28 @@ def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page
     down = [c for c in primary if c.down and c.last_reason not in ANSWERED_REASONS]
     all_down = bool(ran) and all(c.down and c.last_reason not in ANSWERED_REASONS for c in ran)
     probes_outage = bool(down) or all_down
+    # Our API probes failing right now (not yet debounced) while the crowd fails too: outage.
+    failing_now = [c for c in primary if not c.last_success
+                   and c.last_reason not in ANSWERED_REASONS]
+    confirmed = bool(crowd_failing) and bool(failing_now) and not probes_outage
     signals: list[str] = []
     decided: list[str] = []
-    if probes_outage:
+    if probes_outage or confirmed:
         signals.append("our probes fail: " + ", ".join(
-            f"{c.name} ({c.last_reason or 'failing'})" for c in (down or ran)))
+            f"{c.name} ({c.last_reason or 'failing'})" for c in (down or failing_now or ran)))
         decided.append("probes")
+    if (probes_outage or confirmed) and crowd_failing:
+        signals.append("the crowd sees it too: " + _crowd_signal(crowd_failing))
+        decided.append("crowd")
+    elif probes_outage and crowd_healthy:
+        signals.append(f"the crowd sees the provider's endpoints at {CROWD_HEALTHY:.0%} or "
+                       "more over 5m: the problem is likely on our side")
     if page_outage and page is not None:
         signals.append("the status page shows " + ", ".join(
             f"{_names(page, [cid])} {states[cid]}" for cid in page_outage))
         decided.append("statuspage")
-    if probes_outage or page_outage:
-        unacknowledged = probes_outage and page_green
+    if probes_outage or page_outage or confirmed:
+        unacknowledged = (probes_outage or confirmed) and page_green
         if unacknowledged:
             signals.append("the status page does not show it yet" if page is not None
                            and page_fresh else "the status page cannot confirm it")
@@ -173,8 +280,14 @@ def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page
         for incident in incidents:
             signals.append(f"open incident: {incident.name} ({incident.impact})")
         decided.append("statuspage")
+    if crowd_failing:
+        signals.append("the crowd sees failures (5m uptime under "
+                       f"{min(c.down_below for c in crowd):.0%}): " + _crowd_signal(crowd_failing))
+        decided.append("crowd")
     if signals:
-        return Decision("degraded", tuple(signals), tuple(decided))
+        # The crowd counts towards the unacknowledged time as our probes do.
+        return Decision("degraded", tuple(signals), tuple(decided),
+                        bool(crowd_failing) and page_green)
 
     what, sources = [], []
     if ran:
@@ -183,7 +296,96 @@ def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page
     if page is not None:
         what.append("the status page shows the linked components operational")
         sources.append("statuspage")
+    if crowd_healthy:
+        what.append("the crowd sees the provider's endpoints healthy")
+        sources.append("crowd")
     return Decision("operational", ("; ".join(what),), tuple(sources))
+
+
+def witness_views(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
+                  crowd: Sequence[CrowdView], dependencies: Sequence[DependencyView]
+                  ) -> dict[str, str]:
+    """What each witness says on its own, side by side (``upstream_witness``)."""
+
+    def of_checks(views: Sequence[CheckView], all_for_down: bool) -> str:
+        ran = [c for c in views if c.ran]
+        if not ran:
+            return "unknown"
+        down = [c for c in ran if c.down and c.last_reason not in ANSWERED_REASONS]
+        if down and (not all_for_down or len(down) == len(ran)):
+            return "down"
+        if down or any(c.intermittent or c.slow or not c.last_success for c in ran
+                       if c.last_reason not in ANSWERED_REASONS):
+            return "degraded"
+        return "ok"
+
+    api = [c for c in checks if c.kind in API_KINDS]
+    network = [c for c in checks if c.kind not in API_KINDS]
+    control_ran = [c for c in control if c.ran]
+    control_down = [c for c in control_ran if c.down]
+    if not control_ran:
+        control_view = "unknown"
+    elif len(control_down) >= max(1, math.ceil(len(control_ran) / 2)):
+        control_view = "down"
+    else:
+        control_view = "degraded" if control_down else "ok"
+
+    page_view = "unknown"
+    if page is not None:
+        linked = linked_components(checks, page)
+        states = {page.components[cid].status for cid in linked}
+        if states & set(OUTAGE_STATUSES):
+            page_view = "down"
+        elif ("degraded_performance" in states or "under_maintenance" in states
+              or linked_incidents(page, linked)):
+            page_view = "degraded"
+        else:
+            page_view = "ok"
+
+    crowd_views = [c.view for c in crowd]
+    dep_views = [d.view for d in dependencies]
+    return {
+        "statuspage": page_view,
+        "probes": of_checks(api, all_for_down=False),
+        "network": of_checks(network, all_for_down=True),
+        "crowd": _worst(crowd_views),
+        "dependencies": _worst(dep_views),
+        "control": control_view,
+    }
+
+
+def _worst(views: Sequence[str]) -> str:
+    known = [v for v in views if v != "unknown"]
+    for view in ("down", "degraded", "ok"):
+        if view in known:
+            return view
+    return "unknown"
+
+
+def crowd_view(state: CheckState) -> CrowdView:
+    """A crowd source's last poll as the verdict reads it (a failed poll knows nothing)."""
+    witness = state.check.witness
+    name = witness.name if witness else state.check.name
+    last = state.last
+    if witness is None or last is None or not last.success:
+        return CrowdView(name, False)
+    models = last.details.get(DETAIL_MODELS, ())
+    readings = tuple(
+        CrowdReading(name, health.model, e.provider, e.endpoint, e.uptime[CROWD_WINDOW])
+        for health in models if isinstance(health, ModelHealth)
+        for e in health.of(witness.providers) if CROWD_WINDOW in e.uptime)
+    return CrowdView(name, True, readings, witness.down_below)
+
+
+def dependency_view(state: CheckState) -> DependencyView:
+    """A dependency's open matching incidents as of its last good poll."""
+    witness = state.check.witness
+    name = witness.name if witness else state.check.name
+    good = state.last_success
+    if witness is None or good is None:
+        return DependencyView(name, False)
+    incidents = good.details.get(DETAIL_INCIDENTS, ())
+    return DependencyView(name, True, tuple(open_matching(incidents, witness)))
 
 
 def linked_components(checks: Iterable[CheckView], page: Page | None) -> list[str]:
@@ -255,11 +457,18 @@ class Verdicts:
 def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> Decision:
     page, fresh = None, False
     checks = []
+    crowd: list[CrowdView] = []
+    dependencies: list[DependencyView] = []
     for s in state.for_upstream(upstream):
         if s.check.kind == "statuspage":
             fresh = bool(s.last and s.last.success)
             if s.last_success is not None:
                 page = s.last_success.details.get("page")
+        elif s.check.kind in CROWD_KINDS:
+            crowd.append(crowd_view(s))
+        elif s.check.kind in DEPENDENCY_KINDS:
+            dependencies.append(dependency_view(s))
         else:
             checks.append(check_view(s))
-    return decide(checks, control, page if isinstance(page, Page) else None, fresh)
+    return decide(checks, control, page if isinstance(page, Page) else None, fresh, crowd,
+                  dependencies)

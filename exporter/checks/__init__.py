@@ -74,6 +74,7 @@ def probers() -> dict[str, Prober]:
     global _PROBERS
     if _PROBERS is None:
         # Imported here, not at the top: the prober modules import this one for Result.
+        from exporter import witnesses
         from exporter.checks import anthropic, dns, http, icmp, openai, statuspage, tcp, tls
 
         _PROBERS = {
@@ -85,6 +86,10 @@ def probers() -> dict[str, Prober]:
             "tls": tls.probe,
             "icmp": icmp.probe,
             "dns": dns.probe,
+            "gcp_status": witnesses.dependency_probe,
+            "aws_health": witnesses.dependency_probe,
+            "azure_status": witnesses.dependency_probe,
+            "openrouter": witnesses.crowd_probe,
         }
     return _PROBERS
 

@@ -1,0 +1,250 @@
+"""Fetching and decoding the witnesses' feeds, politely, as status pages are fetched.
+
+``fetch`` is the one function here that speaks HTTP (through the exporter's shared aiohttp
+session); everything else is pure. ``poll`` wraps it with what every feed needs: conditional
+requests (ETag, Last-Modified) remembered per URL, a bounded body, the status page's failure
+reasons (timeout, connect, tls, http_status, not_json, schema, too_large), and backoff with
+Retry-After. A payload that cannot be read becomes a failed Result, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import re
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from exporter import __version__
+from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.statuspage import PollFailure, backoff_seconds, parse_retry_after
+
+USER_AGENT = f"claude-status-exporter/{__version__}"
+MAX_REDIRECTS = 5
+CHUNK_BYTES = 64 * 1024
+LABEL_MAX_CHARS = 256
+MEMO_FAILURES = "witness_consecutive_failures"
+ACCEPT_JSON = "application/json"
+ACCEPT_XML = "application/rss+xml, application/xml;q=0.9, text/xml;q=0.8"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DTD = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+class SchemaError(ValueError):
+    """A payload that decodes but is not the feed's document."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    url: str
+    body: bytes | None  # None on 304 Not Modified
+    etag: str | None
+    last_modified: str | None
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, *, accept: str, time_limit: float,
+                max_bytes: int, etag: str | None = None,
+                last_modified: str | None = None) -> Fetched:
+    """GET one feed; raises PollFailure with a reason from the status page's set."""
+    headers = {"User-Agent": USER_AGENT, "Accept": accept}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        async with session.get(url, headers=headers, allow_redirects=True,
+                               max_redirects=MAX_REDIRECTS,
+                               timeout=aiohttp.ClientTimeout(total=time_limit)) as resp:
+            final = str(resp.url)
+            if resp.status == 304:
+                return Fetched(304, final, None, resp.headers.get("ETag"),
+                               resp.headers.get("Last-Modified"))
+            if not 200 <= resp.status < 300:
+                raise PollFailure("http_status", f"HTTP {resp.status} from {final}",
+                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                                  http_status=resp.status)
+            declared = resp.content_length
+            if declared is not None and declared > max_bytes:
+                raise PollFailure("too_large", f"Content-Length {declared} exceeds the "
+                                  f"{max_bytes}-byte limit", http_status=resp.status)
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PollFailure("too_large", f"body exceeds the {max_bytes}-byte limit "
+                                      "(stopped reading)", http_status=resp.status)
+            return Fetched(resp.status, final, bytes(body), resp.headers.get("ETag"),
+                           resp.headers.get("Last-Modified"))
+    except PollFailure:
+        raise
+    except aiohttp.TooManyRedirects:
+        raise PollFailure("http_status", f"more than {MAX_REDIRECTS} redirects from {url}") \
+            from None
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError,
+            ssl.SSLError) as exc:
+        raise PollFailure("tls", f"TLS failure for {url}: {short(exc)}") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise PollFailure("connect", f"connection broke off before the full body: "
+                          f"{short(exc)}") from None
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        if isinstance(exc, TimeoutError):
+            raise
+        raise PollFailure("connect", f"cannot reach {url}: {short(exc)}") from None
+    except aiohttp.ClientError as exc:  # a bad response line, a redirect to a non-HTTP URL
+        raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
+                          f"{type(exc).__name__}") from None
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def decode_text(body: bytes) -> str:
+    """Text from a BOM-marked UTF-8/UTF-16/UTF-32 body, else UTF-8; bad bytes replaced."""
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                       (codecs.BOM_UTF16_BE, "utf-16")):
+        if body.startswith(bom):
+            return body.decode(codec, errors="replace")
+    return body.decode("utf-8", errors="replace")
+
+
+def decode_json(body: bytes) -> Any:
+    text = decode_text(body).lstrip(" \t\r\n")
+    if not text:
+        raise PollFailure("not_json", "the body is empty")
+    if text.startswith("<"):
+        raise PollFailure("not_json", "the body is HTML or XML, not JSON")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PollFailure("not_json", f"malformed JSON: {short(exc)}") from None
+
+
+def decode_xml(body: bytes) -> ET.Element:
+    """The root element. A DTD is refused outright: no feed needs one, and entity
+    declarations are how XML payloads expand (billion laughs) or reach outside."""
+    text = decode_text(body)
+    head = text.lstrip(" \t\r\n")
+    if not head.startswith("<"):
+        raise PollFailure("not_json", "the body is not XML")
+    if _DTD.search(text.encode("utf-8", errors="replace")):
+        raise PollFailure("schema", "the XML declares a DTD or entities (refused)")
+    # The text is already decoded: drop the declaration so its encoding cannot disagree.
+    head = re.sub(r"^<\?xml[^>]*\?>", "", head, count=1)
+    try:
+        return ET.fromstring(head)
+    except (ET.ParseError, RecursionError, ValueError) as exc:
+        raise PollFailure("not_json", f"malformed XML: {short(exc)}") from None
+
+
+def text(value: Any) -> str:
+    """A label-safe string: numbers as text, lone surrogates replaced, long text cut."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        out = str(value)
+    elif isinstance(value, str):
+        out = _SURROGATE.sub("\ufffd", value).strip()
+    else:
+        return ""
+    return out if len(out) <= LABEL_MAX_CHARS else out[: LABEL_MAX_CHARS - 1] + "…"
+
+
+def objects(value: Any) -> list[Mapping[str, Any]]:
+    """The dict items of a list; anything else gives none."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def short(exc: BaseException) -> str:
+    out = str(exc) or type(exc).__name__
+    return out if len(out) <= 200 else out[:197] + "..."
+
+
+# -- one poll -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    accept: str
+    parse: Callable[[bytes], Any]  # body -> parsed document; raises PollFailure/SchemaError
+
+
+async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
+                     max_bytes: int) -> Any:
+    """The parsed document at ``req.url``: fetched conditionally, or the cached one on 304."""
+    memo_key = f"witness:{req.url}"
+    cached = ctx.memo.get(memo_key)
+    etag = last_modified = None
+    if isinstance(cached, tuple):
+        _, etag, last_modified = cached
+    ctx.log(f"GET {req.url}" + (" (conditional)" if etag or last_modified else ""))
+    got = await fetch(ctx.session, req.url, accept=req.accept, time_limit=time_limit + 1.0,
+                      max_bytes=max_bytes, etag=etag, last_modified=last_modified)
+    if got.body is None:
+        if not isinstance(cached, tuple):
+            raise PollFailure("http_status", "HTTP 304 Not Modified without a cached answer")
+        ctx.log(f"304 Not Modified from {got.url}: reusing the previous answer")
+        ctx.memo[memo_key] = (cached[0], got.etag or etag, got.last_modified or last_modified)
+        return cached[0]
+    try:
+        parsed = req.parse(got.body)
+    except SchemaError as exc:
+        raise PollFailure("schema", f"not the expected document: {exc}") from None
+    except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A parser bug on a strange payload is still a payload we cannot read.
+        raise PollFailure("schema", f"unreadable document: {type(exc).__name__}") from None
+    ctx.log(f"parsed {len(got.body)} bytes from {got.url}")
+    ctx.memo[memo_key] = (parsed, got.etag, got.last_modified)
+    return parsed
+
+
+async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
+               time_limit: float, max_bytes: int, samples: Callable[[list[Any]], tuple[Sample, ...]],
+               details: Callable[[list[Any]], dict[str, Any]]) -> Result:
+    """Fetch every request in turn; success only when all parsed. ``samples`` and ``details``
+    turn the parsed documents (in request order) into gauges and facts for the verdict."""
+    start = time.perf_counter()
+    first_line = len(ctx.lines)
+    # Finish a little before the scheduler's own deadline so the reason is ours.
+    budget = max(0.05, time_limit - min(0.25, time_limit * 0.1))
+    parsed: list[Any] = []
+    try:
+        async with asyncio.timeout(budget):
+            for req in requests:
+                parsed.append(await get_parsed(ctx, req, time_limit, max_bytes))
+    except TimeoutError:
+        failure = PollFailure("timeout", f"no complete answer within {budget:.3g}s")
+    except PollFailure as exc:
+        failure = exc
+    else:
+        ctx.memo[MEMO_FAILURES] = 0
+        return Result(success=True, duration_seconds=time.perf_counter() - start,
+                      gauges=samples(parsed), details=details(parsed),
+                      log=tuple(ctx.lines[first_line:]))
+    failures = int(ctx.memo.get(MEMO_FAILURES, 0)) + 1
+    ctx.memo[MEMO_FAILURES] = failures
+    delay = backoff_seconds(failures, interval, failure.retry_after)
+    ctx.log(f"poll failed ({failure.reason}): {failure.error}; failure {failures} in a row, "
+            f"next poll in {delay:.0f}s")
+    facts: dict[str, Any] = {"backoff_seconds": delay, "consecutive_failures": failures}
+    if failure.http_status is not None:
+        facts["http_status"] = failure.http_status
+    return Result(success=False, duration_seconds=time.perf_counter() - start,
+                  reason=failure.reason, error=failure.error, details=facts,
+                  log=tuple(ctx.lines[first_line:]))
