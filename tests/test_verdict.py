@@ -225,3 +225,120 @@ def test_the_refreshed_verdict_equals_a_full_recomputation_after_every_run(seed:
         full = Verdicts()
         full.refresh(state, config)  # a new Verdicts evaluates every upstream
         assert incremental.by_upstream["claude"].decision == full.by_upstream["claude"].decision
+
+
+# -- the other witnesses: the crowd and the dependencies ----------------------------------------
+
+from exporter.verdict import CrowdReading, CrowdView, DependencyView  # noqa: E402
+from exporter.witnesses.dependencies import CloudIncident  # noqa: E402
+
+
+def crowd(*ratios: float, ran: bool = True, model: str = "anthropic/claude-sonnet-4.6"
+          ) -> list[CrowdView]:
+    readings = tuple(CrowdReading("openrouter", model, "Anthropic", f"anthropic/{i}", r)
+                     for i, r in enumerate(ratios))
+    return [CrowdView("openrouter", ran, readings)]
+
+
+def cloud(severity: str = "medium") -> list[DependencyView]:
+    return [DependencyView("aws", True, (CloudIncident(
+        "e1", "Increased Error Rates", severity, True, (("bedrock", "Amazon Bedrock"),),
+        (("us-east-1", ""),)),))]
+
+
+CALM = [DependencyView("aws", True)]
+FAIL_NOW = view(ok=False, reason="overloaded")  # one failed run: not yet down
+DOWN = view(down=True, ok=False, reason="overloaded")
+
+WITNESS_CASES = [
+    # (name, checks, control, page, crowd, dependencies, verdict, decided_by has, unacknowledged)
+    ("crowd healthy, all good", [view()], CONTROL_OK, GREEN, crowd(1.0), CALM,
+     "operational", "crowd", False),
+    ("the crowd alone raises to degraded", [view()], CONTROL_OK, GREEN, crowd(0.5, 1.0), CALM,
+     "degraded", "crowd", True),
+    ("the crowd sees the whole model down: still only degraded", [view()], CONTROL_OK, GREEN,
+     crowd(0.0, 0.1), CALM, "degraded", "crowd", True),
+    ("the crowd alone, with no probes and no page", [], [], None, crowd(0.2), [],
+     "degraded", "crowd", True),
+    ("crowd at exactly down_below is not failing", [view()], CONTROL_OK, GREEN, crowd(0.9),
+     CALM, "operational", "probes", False),
+    ("one failed run plus a failing crowd: outage at once", [FAIL_NOW], CONTROL_OK, GREEN,
+     crowd(0.3), CALM, "outage", "crowd", True),
+    ("one failed run with a healthy crowd changes nothing", [FAIL_NOW], CONTROL_OK, GREEN,
+     crowd(1.0), CALM, "operational", "probes", False),
+    ("our probes down, crowd also failing", [DOWN], CONTROL_OK, GREEN, crowd(0.4), CALM,
+     "outage", "crowd", True),
+    ("our probes down while the crowd is healthy: still outage, pointing at us", [DOWN],
+     CONTROL_OK, GREEN, crowd(0.995, 1.0), CALM, "outage", "probes", True),
+    ("an answered failure plus a failing crowd is not an outage",
+     [view(ok=False, reason="rate_limited")], CONTROL_OK, GREEN, crowd(0.3), CALM,
+     "degraded", "crowd", True),
+    ("local network wins over the crowd", [DOWN], CONTROL_CUT, GREEN, crowd(0.1), CALM,
+     "local_network", "control", False),
+    ("maintenance wins over the crowd", [view()], CONTROL_OK, page("under_maintenance"),
+     crowd(0.1), CALM, "maintenance", "statuspage", False),
+    ("a failing crowd with the page already showing it is acknowledged", [view()], CONTROL_OK,
+     page("degraded_performance"), crowd(0.5), CALM, "degraded", "statuspage", False),
+    ("a crowd whose poll failed says nothing", [view()], CONTROL_OK, GREEN,
+     crowd(0.1, ran=False), CALM, "operational", "probes", False),
+    ("an open dependency incident never changes the verdict", [view()], CONTROL_OK, GREEN,
+     [], cloud("high"), "operational", "probes", False),
+    ("a dependency incident during our outage stays context", [DOWN], CONTROL_OK, GREEN,
+     [], cloud(), "outage", "probes", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "checks", "control", "pg", "crowd_views", "deps", "expected", "decider", "unack"),
+    WITNESS_CASES, ids=[c[0] for c in WITNESS_CASES])
+def test_verdict_with_witnesses(case: str, checks: list[CheckView], control: list[CheckView],
+                                pg: Page | None, crowd_views: list[CrowdView],
+                                deps: list[DependencyView], expected: str, decider: str,
+                                unack: bool) -> None:
+    decision = decide(checks, control, pg, crowd=crowd_views, dependencies=deps)
+    assert decision.verdict == expected, decision.signals
+    assert decider in decision.decided_by, decision.decided_by
+    assert decision.unacknowledged is unack
+    assert "dependencies" not in decision.decided_by
+
+
+def test_healthy_crowd_while_we_fail_says_it_points_at_us() -> None:
+    decision = decide([DOWN], CONTROL_OK, GREEN, crowd=crowd(1.0))
+    assert any("likely on our side" in s for s in decision.signals)
+    assert "crowd" not in decision.decided_by
+
+
+def test_dependency_incident_is_named_in_the_signals() -> None:
+    decision = decide([view()], CONTROL_OK, GREEN, dependencies=cloud())
+    assert decision.signals[-1] == ("open aws incident (context): Increased Error Rates "
+                                    "(Amazon Bedrock, us-east-1)")
+
+
+WITNESS_VIEWS = [
+    # (name, checks, control, page, crowd, deps, {witness: view})
+    ("nothing known", [], [], None, [], [],
+     dict.fromkeys(("statuspage", "probes", "network", "crowd", "dependencies", "control"),
+                   "unknown")),
+    ("all ok", [view(), view("tcp", "tcp")], CONTROL_OK, GREEN, crowd(1.0), CALM,
+     {"statuspage": "ok", "probes": "ok", "network": "ok", "crowd": "ok", "dependencies": "ok",
+      "control": "ok"}),
+    ("each one failing", [DOWN, view("tcp", "tcp", down=True, ok=False, reason="connect")],
+     CONTROL_CUT, page("major_outage"), crowd(0.0), cloud("high"),
+     {"statuspage": "down", "probes": "down", "network": "down", "crowd": "down",
+      "dependencies": "down", "control": "down"}),
+    ("each one partly", [view(intermittent=True), view("tcp", "tcp"),
+                         view("icmp", "icmp", down=True, ok=False, reason="loss")],
+     [CONTROL_OK[0], CONTROL_OK[1], view("q", "icmp", down=True, ok=False, reason="loss",
+                                         component=None)],
+     page(incident="minor"), crowd(0.5, 1.0), cloud("low"),
+     {"statuspage": "degraded", "probes": "degraded", "network": "degraded",
+      "crowd": "degraded", "dependencies": "degraded", "control": "degraded"}),
+]
+
+
+@pytest.mark.parametrize(("case", "checks", "control", "pg", "crowd_views", "deps", "views"),
+                         WITNESS_VIEWS, ids=[c[0] for c in WITNESS_VIEWS])
+def test_witness_views(case: str, checks: list[CheckView], control: list[CheckView],
+                       pg: Page | None, crowd_views: list[CrowdView], deps: list[DependencyView],
+                       views: dict[str, str]) -> None:
+    assert decide(checks, control, pg, crowd=crowd_views, dependencies=deps).witnesses == views
