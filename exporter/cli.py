@@ -306,7 +306,13 @@ def format_table(status: dict[str, Any], colour: bool = False) -> str:
         lines.append(f"{up['name']}: {paint(verdict.upper(), verdict)}")
         for signal_text in up["signals"]:
             lines.append(f"  - {signal_text}")
+        if up.get("witnesses"):
+            lines.append("  witnesses: " + "  ".join(
+                f"{w['witness']}={w['view']}{'*' if w.get('decided') else ''}"
+                for w in up["witnesses"]) + "   (* decided)")
         rows = list(up["checks"])
+        rows.extend(up.get("dependencies") or [])
+        rows.extend(up.get("crowd") or [])
         if up.get("statuspage"):
             rows.insert(0, up["statuspage"])
         lines.extend(_rows(rows))

@@ -119,6 +119,56 @@ def _page(sp: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+WITNESS_COLOURS = {"ok": "#1a7f37", "degraded": "#bf8700", "down": "#cf222e",
+                   "unknown": "#57606a"}
+WITNESS_TITLES = {"statuspage": "status page", "probes": "our API probes",
+                  "network": "network checks", "crowd": "the crowd", "dependencies": "clouds",
+                  "control": "control targets"}
+
+
+def _witnesses(up: dict[str, Any]) -> str:
+    """Every witness side by side; the ones that decided the verdict are marked."""
+    cells = "".join(
+        f'<td><span class="dot" style="background:{WITNESS_COLOURS.get(w["view"], "#57606a")}">'
+        f'</span>{escape(w["view"])}{" ★" if w.get("decided") else ""}</td>'
+        for w in up.get("witnesses") or [])
+    if not cells:
+        return ""
+    heads = "".join(f"<th>{escape(WITNESS_TITLES.get(w['witness'], w['witness']))}</th>"
+                    for w in up["witnesses"])
+    return (f'<table class="witnesses"><tr>{heads}</tr><tr>{cells}</tr></table>'
+            '<p class="muted">★ decided the verdict</p>')
+
+
+def _crowd_and_clouds(up: dict[str, Any]) -> str:
+    parts = []
+    for source in up.get("crowd") or []:
+        rows = "".join(
+            f'<tr><td>{escape(e["model"])}</td><td>{escape(e["provider"])}</td>'
+            f'<td class="err">{escape(e["endpoint"])}</td>'
+            f'<td class="{"failed" if e["failing"] else "ok"}">{e["uptime_5m"]:.1%}</td></tr>'
+            for e in source.get("endpoints") or [])
+        parts.append(f'<h3>The crowd: {escape(source["name"])} '
+                     f'<span class="muted">({escape(source["target"])}, '
+                     f'{escape(source.get("view", "unknown"))})</span></h3>'
+                     + (f"<table><tr><th>model</th><th>provider</th><th>endpoint</th>"
+                        f"<th>others' 5m uptime</th></tr>{rows}</table>" if rows else
+                        '<p class="muted">No figures yet.</p>'))
+    for dep in up.get("dependencies") or []:
+        items = "".join(
+            f'<li><b>{escape(i["name"] or i["id"])}</b> — {escape(i["severity"])}'
+            f'{" · " + escape(i["service"]) if i.get("service") else ""}'
+            f'{" · " + escape(i["region"]) if i.get("region") else ""}'
+            + (f' · <a href="{escape(i["url"])}">details</a>' if _is_link(i.get("url")) else "")
+            + "</li>" for i in dep.get("incidents") or [])
+        parts.append(f'<h3>Cloud underneath: {escape(dep["name"])} '
+                     f'<span class="muted">({escape(dep["kind"])}, '
+                     f'{escape(dep.get("view", "unknown"))})</span></h3>'
+                     + (f"<ul>{items}</ul>" if items else
+                        '<p class="muted">No open incident matches the filters.</p>'))
+    return "".join(parts)
+
+
 def _pill(name: str, colour: str, title: str) -> str:
     return (f'<a class="pill" href="#{escape(name)}" style="background:{colour}">'
             f"<b>{escape(name)}</b><span>{escape(title)}</span></a>")
@@ -131,7 +181,7 @@ def render(status: dict[str, Any]) -> str:
         signals = "".join(f"<li>{escape(s)}</li>" for s in up["signals"])
         unack = ""
         if up.get("unacknowledged_outage_seconds"):
-            unack = (f'<p><b>Unacknowledged:</b> our probes have seen this outage for '
+            unack = (f'<p><b>Unacknowledged:</b> our probes (or the crowd) have seen this for '
                      f'{up["unacknowledged_outage_seconds"]:.0f}s before the status page.</p>')
         decided = ", ".join(up["decided_by"]) or "nothing yet"
         sections.append(
@@ -139,9 +189,10 @@ def render(status: dict[str, Any]) -> str:
             f'<div class="banner" style="background:{colour}"><h2>{escape(up["name"])}: {title}</h2>'
             f'<span class="q">{escape(ANSWERS.get(up["verdict"], ""))}</span></div>'
             f'<div class="body"><p class="muted">{_since(up.get("since"))} · decided by: {escape(decided)}</p>'
-            f'<ul class="sig">{signals}</ul>{unack}'
+            f'<ul class="sig">{signals}</ul>{unack}' + _witnesses(up)
             + (_page(up["statuspage"]) if up.get("statuspage") else "")
-            + "<h3>Our probes</h3>" + _checks_table(up["checks"]) + "</div></section>")
+            + "<h3>Our probes</h3>" + _checks_table(up["checks"]) + _crowd_and_clouds(up)
+            + "</div></section>")
     control = status.get("control") or []
     sections.append(
         '<section class="up" id="control"><div class="banner" style="background:#424a53"><h2>Control targets</h2>'

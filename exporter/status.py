@@ -9,10 +9,11 @@ from typing import Any
 
 from exporter import __version__
 from exporter.checks.statuspage import Page
-from exporter.config import Config
+from exporter.config import POLLED_KINDS, Config
+from exporter.metrics import WITNESSES
 from exporter.secrets import SECRETS
 from exporter.state import CheckState, StateStore
-from exporter.verdict import Verdicts
+from exporter.verdict import DependencyView, Verdicts, crowd_view, dependency_view
 
 
 def check_status(state: CheckState, now: float) -> dict[str, Any]:
@@ -69,6 +70,34 @@ def page_status(state: CheckState, now: float) -> dict[str, Any]:
     return out
 
 
+def witness_status(state: CheckState, now: float) -> dict[str, Any]:
+    """A dependency or crowd poll: its last result and what it says."""
+    out = check_status(state, now)
+    witness = state.check.witness
+    if witness is None:
+        return out
+    out["name"] = witness.name
+    if witness.role == "crowd":
+        view = crowd_view(state)
+        out["view"] = view.view
+        out["models"] = list(witness.models)
+        out["providers"] = list(witness.providers)
+        out["down_below"] = witness.down_below
+        out["endpoints"] = [
+            {"model": r.model, "provider": r.provider, "endpoint": r.endpoint,
+             "uptime_5m": round(r.ratio, 6), "failing": r.ratio < witness.down_below}
+            for r in view.readings]
+    else:
+        dep: DependencyView = dependency_view(state)
+        out["view"] = dep.view
+        out["services"] = list(witness.services)
+        out["regions"] = list(witness.regions)
+        out["incidents"] = [
+            {"id": i.id, "name": i.name, "severity": i.severity, "service": i.service_label,
+             "region": i.region_label, "began": i.began, "url": i.url} for i in dep.incidents]
+    return out
+
+
 def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     now = time.time()
@@ -85,7 +114,17 @@ def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
             "decided_by": list(current.decision.decided_by) if current else [],
             "unacknowledged_outage_seconds": round(verdicts.unacknowledged_seconds(up.name, now), 3),
             "statuspage": page_status(page, now) if page else None,
-            "checks": [check_status(s, now) for s in states if s.check.kind != "statuspage"],
+            "checks": [check_status(s, now) for s in states if s.check.kind not in POLLED_KINDS],
+            # Every witness side by side, and whether it decided the verdict.
+            "witnesses": [
+                {"witness": w,
+                 "view": current.decision.witnesses.get(w, "unknown") if current else "unknown",
+                 "decided": current is not None and w in current.decision.decided_by}
+                for w in WITNESSES],
+            "dependencies": [witness_status(s, now) for s in states
+                             if s.check.witness is not None and s.check.witness.role != "crowd"],
+            "crowd": [witness_status(s, now) for s in states
+                      if s.check.witness is not None and s.check.witness.role == "crowd"],
         }
         if up.statuspage is not None and entry["statuspage"] is not None:
             entry["statuspage"]["url"] = up.statuspage.url

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import __version__
+from exporter import __version__, cli, landing, status
 from exporter.checks import ProbeContext, Result
 from exporter.collector import Collector
 from exporter.config import CheckConfig, Config, load_text
@@ -222,3 +222,37 @@ async def test_a_failed_poll_keeps_the_last_good_incidents(serve: Serve,
     assert 'dependency_poll_success{upstream="claude",dependency="gcp"} 0' in text
     assert 'dependency_poll_failures_total{upstream="claude",dependency="gcp",reason="not_json"} 1' in text
     assert 'incident_id="g1"' in text
+
+
+async def test_status_landing_and_check_show_witnesses_side_by_side(
+        serve: Serve, ctx: ProbeContext) -> None:
+    base = await serve({"/incidents.json": respond(GCP_OPEN),
+                        "/api/v1/models/anthropic/claude-sonnet-4.6/endpoints":
+                        respond(endpoints(50.0))})
+    cfg = config(base)
+    state = StateStore()
+    state.sync(cfg)
+    for kind, prober in (("gcp_status", dependency_probe), ("openrouter", crowd_probe)):
+        check = state.checks[witness_check(cfg, kind).key].check
+        state.record(check, await prober(check, ctx))
+    verdicts = Verdicts()
+    verdicts.refresh(state, cfg)
+    doc = status.build(cfg, state, verdicts, ready=True)
+    (up,) = doc["upstreams"]
+    assert [(w["witness"], w["view"], w["decided"]) for w in up["witnesses"]] == [
+        ("statuspage", "unknown", False), ("probes", "unknown", False),
+        ("network", "unknown", False), ("crowd", "down", True),
+        ("dependencies", "down", False), ("control", "unknown", False)]
+    assert [c["name"] for c in up["checks"]] == ["api"]  # witnesses are not probes
+    (dep,) = up["dependencies"]
+    assert dep["name"] == "gcp" and dep["incidents"][0]["id"] == "g1"
+    (source,) = up["crowd"]
+    assert source["endpoints"] == [{"model": "anthropic/claude-sonnet-4.6",
+                                    "provider": "Anthropic", "endpoint": "anthropic",
+                                    "uptime_5m": 0.5, "failing": True}]
+    json.dumps(doc)  # serialisable as /api/v1/status
+    page = landing.render(doc)
+    assert "the crowd" in page and "Vertex errors" in page and "50.0%" in page
+    table = cli.format_table(doc)
+    assert "crowd=down*" in table and "dependencies=down " in table
+    assert "crowd/openrouter" not in table and "openrouter" in table
