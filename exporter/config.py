@@ -120,6 +120,9 @@ class CheckConfig:
     api_key_file: str | None = None
     api_key_header: str = "Authorization"  # http kind: header that carries the key
     model: str | None = None
+    # anthropic count_tokens/messages: one probe per model (expanded into one check each,
+    # named "<name>/<model>", sharing the check's daily_token_budget evenly)
+    models: tuple[str, ...] = ()
     max_tokens: int = 1
     prompt: str = "ping"
     daily_token_budget: int | None = None
@@ -416,6 +419,28 @@ def parse_headers(value: Any) -> dict[str, str]:
     return out
 
 
+def parse_model_list(value: Any) -> tuple[str, ...]:
+    models = parse_str_list(value)
+    if not models or len(models) > 20:
+        raise ValueError(f"must list 1 to 20 models (got {len(models)})")
+    if len(set(models)) != len(models):
+        raise ValueError("lists a model twice")
+    for model in models:
+        if not NAME_RE.match(model):
+            raise ValueError(f"must be model ids such as claude-haiku-4-5 (got {_show(model)})")
+    return models
+
+
+def per_model(check: CheckConfig) -> list[CheckConfig]:
+    """A check with ``models:`` as one check per model, sharing its daily token budget."""
+    if not check.models:
+        return [check]
+    budget = check.daily_token_budget
+    share = None if budget is None else max(1, budget // len(check.models))
+    return [replace(check, name=f"{check.name}/{model}", model=model, models=(),
+                    daily_token_budget=share) for model in check.models]
+
+
 def parse_regex(value: Any) -> str:
     text = parse_str(value)
     try:
@@ -477,6 +502,7 @@ _API_KEYS: dict[str, Parser] = {
 KIND_KEYS: dict[str, dict[str, Parser]] = {
     "anthropic": {
         **_API_KEYS, "mode": parse_enum(*MODES["anthropic"]), "anthropic_version": parse_str,
+        "models": parse_model_list,
     },
     "openai": {**_API_KEYS, "mode": parse_enum(*MODES["openai"])},
     "http": {
@@ -565,6 +591,7 @@ class _Validator:
             allowed.pop("component")
             allowed.pop("degraded_latency")
             allowed.pop(TARGET_KEY[kind], None)
+            allowed.pop("models", None)  # one /probe answer is one run of one model
             allowed["allowed_targets"] = parse_str_list
         raw = self.mapping(raw_value, path, allowed)
         before = len(self.doc.issues)
@@ -594,8 +621,14 @@ class _Validator:
         mode = values.get("mode", "keyless")
         if kind in MODES and mode != "keyless" and not ("api_key_env" in values or "api_key_file" in values):
             self.doc.error((*path, "mode"), f"mode {mode} needs api_key_env or api_key_file")
-        if mode in ("count_tokens", "messages", "chat") and "model" not in values:
+        if mode in ("count_tokens", "messages", "chat") and not (
+                "model" in values or "models" in values):
             self.doc.error((*path, "mode"), f"mode {mode} needs a model")
+        if "models" in values and "model" in values:
+            self.doc.error((*path, "models"), "set model or models, not both")
+        if "models" in values and mode not in ("count_tokens", "messages"):
+            self.doc.error((*path, "models"), "models (one probe per model) is for modes "
+                                              "count_tokens and messages")
         if kind in MODES and mode == "keyless" and ("api_key_env" in values or "api_key_file" in values):
             self.doc.error((*path, "mode"), "keyless mode sends no key: remove api_key_env/api_key_file "
                                             "or pick another mode")
@@ -829,7 +862,7 @@ def _check_list(v: _Validator, raw: Any, path: Path_, upstream: str,
                 continue
             seen[name] = i
         if check is not None:
-            checks.append(check)
+            checks.extend(per_model(check))
     return checks
 
 

@@ -38,6 +38,9 @@ class MetricSpec:
 
 CHECK = ("upstream", "check", "kind")
 CHECK_NO_KIND = ("upstream", "check")
+# API series also carry the model the check probes ("" when its mode sends none), so that a
+# dashboard groups per model (the state store fills it from the check's config).
+API_MODEL = ("upstream", "check", "model")
 
 # -- status pages -------------------------------------------------------------------------------
 STATUSPAGE_POLL_SUCCESS = MetricSpec(
@@ -122,14 +125,14 @@ PROBE_HTTP_DURATION = MetricSpec(
 PROBE_API_ERRORS = MetricSpec(
     "probe_api_errors_total", "counter",
     "Errors the API reported in its own error.type (unknown types as other).",
-    (*CHECK_NO_KIND, "error_type"))
+    (*API_MODEL, "error_type"))
 PROBE_API_TTFT = MetricSpec(
     "probe_api_ttft_seconds", "histogram",
-    "Time from request to the first text delta of a streamed message.", CHECK_NO_KIND,
+    "Time from request to the first text delta of a streamed message.", API_MODEL,
     TTFT_BUCKETS)
 PROBE_API_OUTPUT_TOKENS_PER_SECOND = MetricSpec(
     "probe_api_output_tokens_per_second", "gauge",
-    "Output speed of the most recent streamed message after its first token.", CHECK_NO_KIND)
+    "Output speed of the most recent streamed message after its first token.", API_MODEL)
 PROBE_API_UPSTREAM_SERVICE_TIME = MetricSpec(
     "probe_api_upstream_service_seconds", "gauge",
     "Server-side time reported by x-envoy-upstream-service-time or openai-processing-ms.",
@@ -150,7 +153,7 @@ PROBE_API_RETRY_AFTER = MetricSpec(
 PROBE_API_TOKENS = MetricSpec(
     "probe_api_tokens_total", "counter",
     "Tokens the probes spent, by direction (input, output): the probe bill.",
-    (*CHECK_NO_KIND, "direction"))
+    (*API_MODEL, "direction"))
 PROBE_API_BUDGET_REMAINING = MetricSpec(
     "probe_api_budget_remaining_tokens", "gauge",
     "Tokens left in the check's daily budget; absent when no budget is set.", CHECK_NO_KIND)

@@ -50,7 +50,7 @@ MAX_CONCURRENT = 64  # simultaneous /probe runs per process; more get 429
 TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus's scrape timeout, as blackbox does
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"  # refusals and the debug page
-IDENTITY_LABELS = {"upstream", "check", "kind"}
+IDENTITY_LABELS = {"upstream", "check", "kind", "model"}
 OUTCOMES = ("ok", "refused", "unknown_module", "bad_request", "busy")
 HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
                        r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")

@@ -106,6 +106,8 @@ class CheckState:
                 values.append(self.check.name)
             elif name == "kind":
                 values.append(self.check.kind)
+            elif name == "model":
+                values.append(str(extra.get("model") or self.check.model or ""))
             else:
                 values.append(str(extra.get(name, "")))
         return tuple(values)
