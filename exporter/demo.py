@@ -56,7 +56,13 @@ upstreams:
       - {{name: api-dns, kind: dns, target: localhost, record_type: a, component: k8w3r06qmzrp}}
       - {{name: api-tcp, kind: tcp, target: "{host_port}", component: k8w3r06qmzrp}}
       - {{name: api-tls, kind: tls, target: "{sim.tls_address}", server_name: localhost, ca_file: "{DEMO_CERT}", component: k8w3r06qmzrp}}
-{icmp_checks}  openai-compatible:
+{icmp_checks}    dependencies:
+      - {{name: aws, kind: aws_health, url: "{sim.base_url}/aws/currentevents", interval: 10s, services: [bedrock], regions: [us-east-1, us-east-2, us-west-2]}}
+      - {{name: gcp, kind: gcp_status, url: "{sim.base_url}/gcp/incidents.json", interval: 10s, products: [sdXM79fz1FS6ekNpu37K], locations: [us-east5, europe-west1, global]}}
+      - {{name: azure, kind: azure_status, url: "{sim.base_url}/azure/status/feed/", interval: 10s}}
+    crowd:
+      - {{name: openrouter, kind: openrouter, url: "{sim.openrouter_url}", interval: 5s, models: [anthropic/claude-haiku-4.5, anthropic/claude-sonnet-4.5], providers: [Anthropic]}}
+  openai-compatible:
     statuspage: {{url: "{sim.incidentio_url}", interval: 10s}}
     checks:
       - {{name: api, kind: openai, url: "{sim.openai_url}", mode: keyless}}

@@ -152,6 +152,8 @@ def test_the_bundled_preset_validates() -> None:
     assert {c.kind for c in claude.checks} == {"anthropic", "dns", "tcp", "tls", "icmp"}
     assert all(c.mode == "keyless" for c in claude.checks if c.kind == "anthropic")
     assert len(preset.control) >= 2
+    assert {d.kind for d in claude.dependencies} == {"aws_health", "gcp_status"}
+    assert [c.kind for c in claude.crowd] == ["openrouter"]
 
 
 def test_defaults_apply_to_checks_without_their_own() -> None:

@@ -56,11 +56,21 @@ class ApiState:
 
 
 @dataclass(frozen=True)
+class WitnessState:
+    """The other witnesses (simulator/witnesses.py): the clouds underneath and the crowd."""
+
+    cloud_incident: bool = False  # an open incident in one AWS region and one GCP location
+    provider_uptime: float = 100.0  # percent the crowd sees at the provider's own endpoints
+    provider_status: int = 0  # OpenRouter's status number for them (negative: unhealthy)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
     page: PageState = PageState()
     api: ApiState = ApiState()
+    witnesses: WitnessState = WitnessState()
 
 
 API_COMPONENT = "k8w3r06qmzrp"  # "Claude API (api.anthropic.com)" on the real page
@@ -145,6 +155,18 @@ SCENARIOS: dict[str, Scenario] = {
                  PageState(mode="rate_limited")),
         Scenario("page_http_500", "The status page's origin fails with HTTP 500.",
                  PageState(mode="http_500")),
+        Scenario("cloud_incident",
+                 "All is well with Claude, but AWS (Bedrock, us-east-1) and Google Cloud "
+                 "(Vertex AI, us-east5) each have an open incident in one region.",
+                 witnesses=WitnessState(cloud_incident=True)),
+        Scenario("crowd_sees_model_down",
+                 "The page is green and the API's front door answers, but the crowd sees the "
+                 "provider's own endpoints for the models failing.",
+                 witnesses=WitnessState(provider_uptime=0.0, provider_status=-5)),
+        Scenario("crowd_healthy_probes_fail",
+                 "Our API probes fail (overloaded) while the crowd sees the same models "
+                 "healthy: the problem is likely on our side.",
+                 api=ApiState("overloaded")),
     )
 }
 

@@ -3,6 +3,8 @@
     /status/api/v2/*.json              Atlassian Statuspage v2 (summary, status, components, ...)
     /incidentio/api/v2/summary.json    incident.io's Statuspage-compatible summary
     /anthropic/..., /openai/...        fake APIs (exporter.simulator.api, when present)
+    /gcp/..., /aws/..., /azure/...     cloud status feeds (exporter.simulator.witnesses)
+    /openrouter/api/v1/...             OpenRouter's per-model endpoint health (the crowd)
     GET  /_sim/scenario                current scenario and the list of scenarios
     POST /_sim/scenario                switch: {"scenario": "name"} or ?name=name
     GET  /_sim/stats                   per-path counters: requests, 200s, 304s, body bytes
@@ -25,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.simulator import witnesses
 from exporter.simulator.scenarios import INCIDENT_LIFECYCLE, SCENARIOS, Scenario
 from exporter.simulator.statuspage import PageModel, PageServer, PageSettings
 
@@ -87,6 +90,10 @@ class Simulator:
     @property
     def openai_url(self) -> str:
         return self.base_url + "/openai"
+
+    @property
+    def openrouter_url(self) -> str:
+        return self.base_url + "/openrouter/api/v1"
 
     # -- state -----------------------------------------------------------------------------
 
@@ -180,6 +187,7 @@ class Simulator:
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_post("/_sim/stats/reset", self._reset_stats)
         app.router.add_get("/", self._index)
+        witnesses.add_routes(app, lambda: self._scenario)
         try:  # the fake APIs live in their own module, written separately
             api = importlib.import_module("exporter.simulator.api")
         except ModuleNotFoundError as exc:
