@@ -36,6 +36,7 @@ MACROS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 # which each must return data. docs/dashboards.md lists the same.
 CONDITIONAL = {
     ("claude-status-overview", "Open incidents"): "major_outage",
+    ("claude-status-overview", "Open cloud incidents"): "cloud_incident",
     ("claude-status-overview", "annotation: Status-page incidents"): "major_outage",
     ("claude-status-api", "annotation: Status-page incidents"): "major_outage",
     ("claude-status-overview", "annotation: Maintenance in progress"): "maintenance",
