@@ -326,3 +326,54 @@ def test_scaled_rules_change_only_hold_times(tmp_path: Path) -> None:
             for r1, r2 in zip(g1["rules"], g2["rules"], strict=True):
                 assert {k: v for k, v in r1.items() if k != "for"} == \
                        {k: v for k, v in r2.items() if k != "for"}
+
+
+# -- the other witnesses through the whole pipeline -----------------------------------------------
+
+CROWD_WARNING = "ClaudeStatusCrowdSeesModelDown"
+
+
+def test_crowd_sees_the_model_down_opens_a_ticket(pipeline: Pipeline) -> None:
+    """The page is green and the front door answers, but the crowd sees the model failing: the
+    verdict is degraded (decided by the crowd) and the warning reaches the ticket receiver."""
+    pipeline.switch("operational")
+    wait_until(lambda: not pipeline.prometheus.firing(CROWD_WARNING), 60, "a quiet start")
+    started = pipeline.switch("crowd_sees_model_down")
+    try:
+        delivery = wait_until(lambda: pipeline.hook.first("/ticket", CROWD_WARNING,
+                                                          after=started), 60, "the crowd ticket")
+        labels = next(a["labels"] for a in delivery.alerts()
+                      if a["labels"]["alertname"] == CROWD_WARNING)
+        assert labels["severity"] == "warning" and labels["upstream"] == "claude"
+        assert labels["source"] == "openrouter" and labels["model"].startswith("anthropic/")
+        assert pipeline.verdict() == "degraded"
+        assert pipeline.prometheus.query(
+            'upstream_witness{upstream="claude", witness="crowd", view="down"} == 1')
+        # Degraded by the crowd alone pages nobody (a resolved page from before may arrive).
+        assert not [d for d in pipeline.hook.deliveries
+                    if d.path == "/pager" and d.at >= started and d.alerts("firing")]
+        print(f"\ntime to the crowd ticket (demo, for/60): +{delivery.at - started:.1f}s")
+    finally:
+        pipeline.switch("operational")
+
+
+def test_cloud_incident_raises_only_the_info_alert(pipeline: Pipeline) -> None:
+    started = pipeline.switch("cloud_incident")
+    try:
+        def both() -> set[tuple[str, str]] | None:
+            found = {(a["dependency"], a["severity"])
+                     for a in pipeline.prometheus.firing("ClaudeStatusDependencyIncident")}
+            return found if len(found) >= 2 else None
+
+        firing = wait_until(both, 60, "the dependency incident alerts")
+        assert firing == {("aws", "info"), ("gcp", "info")}
+        # Context only: the verdict settles on operational (after the previous scenario's
+        # crowd reading ages out) with the incidents open.
+        wait_until(lambda: pipeline.verdict() == "operational", 30, "verdict operational")
+        # info goes to the null receiver: nobody is paged or ticketed for context.
+        time.sleep(3)
+        assert not [d for d in pipeline.hook.deliveries if d.at >= started
+                    and any(a["labels"].get("alertname") == "ClaudeStatusDependencyIncident"
+                            for a in d.alerts())]
+    finally:
+        pipeline.switch("operational")
