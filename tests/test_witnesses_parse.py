@@ -3,12 +3,15 @@ then the project's own payloads for the shapes no capture shows and for hostile 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
 from conftest import SHARED, require
+from hypothesis import given, settings
 
 from exporter import metrics
 from exporter.checks.statuspage import PollFailure
@@ -371,3 +374,26 @@ def test_gcp_products_capture_ids_are_stable_keys() -> None:
         assert dependencies.matches(incident, [ref], [])
 
 
+
+
+# -- any JSON at all: a poll failure or a parsed document, never another exception ---------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\ud800\udfff")),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["id", "end", "status", "summary", "service", "impacted_services",
+                         "affected_products", "currently_affected_locations", "severity",
+                         "current", "archive", "data", "endpoints", "tag", "provider_name",
+                         "uptime_last_5m", "most_recent_update", "date", "arn"]),
+        inner, max_size=6),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_any_json_is_parsed_or_refused(payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    for parse in (gcp.parse_body, aws.parse_body, openrouter.parse_body("a/b")):
+        with contextlib.suppress(PollFailure, SchemaError):
+            parse(body)
