@@ -16,7 +16,7 @@ from exporter.witnesses import aws, azure, dependencies, feed, gcp, openrouter
 
 DEPENDENCY_PARSERS = {"gcp_status": gcp.parse_body, "aws_health": aws.parse_body,
                       "azure_status": azure.parse_body}
-DETAIL_INCIDENTS = "incidents"  # details key: tuple of CloudIncident (every one, unfiltered)
+DETAIL_INCIDENTS = "incidents"  # details key: tuple of the open CloudIncidents (unfiltered)
 DETAIL_MODELS = "models"  # details key: tuple of ModelHealth, one per configured model
 
 
@@ -33,13 +33,18 @@ async def dependency_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     accept = feed.ACCEPT_JSON if witness.kind == "gcp_status" else (
         feed.ACCEPT_XML if witness.kind == "azure_status"
         else f"{feed.ACCEPT_JSON}, {feed.ACCEPT_XML}")
-    request = feed.Request(witness.url, accept, DEPENDENCY_PARSERS[witness.kind])
+    parse = DEPENDENCY_PARSERS[witness.kind]
+
+    def open_only(body: bytes) -> tuple[dependencies.CloudIncident, ...]:
+        # Only open incidents are kept between polls: a feed's history can be megabytes.
+        return tuple(i for i in parse(body) if i.open)
+
+    request = feed.Request(witness.url, accept, open_only)
 
     def samples(parsed: list[Any]) -> tuple[Sample, ...]:
         incidents = parsed[0]
         found = dependencies.open_matching(incidents, witness)
-        ctx.log(f"{len(incidents)} incidents, {sum(i.open for i in incidents)} open, "
-                f"{len(found)} open and matching the filters")
+        ctx.log(f"{len(incidents)} open incidents, {len(found)} matching the filters")
         return dependencies.gauges(incidents, witness)
 
     return await feed.poll(ctx, [request], interval=witness.interval, time_limit=witness.timeout,
