@@ -1,7 +1,7 @@
 """Which kind of ICMP socket this process may open, found once at startup.
 
-- ``privileged``: a raw socket (root, or CAP_NET_RAW on the process). The prober builds the
-  echo requests itself.
+- ``privileged``: a raw socket (root, or CAP_NET_RAW on the process); icmplib builds the
+  whole echo request.
 - ``unprivileged``: a datagram ICMP socket, which Linux allows when the process's group is
   inside ``net.ipv4.ping_group_range``; no capability needed.
 - ``none``: neither; icmp checks then fail with reason ``permission``.
@@ -13,9 +13,10 @@ IPv4 socket of each kind at most and caches the answer, so calling it per scrape
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 from typing import Literal
+
+from icmplib import ICMPSocketError, ICMPv4Socket, SocketPermissionError
 
 Mode = Literal["privileged", "unprivileged", "none"]
 
@@ -34,12 +35,12 @@ _cached: Mode | None = None
 
 
 def _can_open(privileged: bool) -> bool:
-    kind = socket.SOCK_RAW if privileged else socket.SOCK_DGRAM
+    """Whether icmplib may open an IPv4 socket of this kind here (the one the probes use)."""
     try:
-        socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
-    except PermissionError:
+        ICMPv4Socket(privileged=privileged).close()
+    except SocketPermissionError:
         return False
-    except OSError as exc:  # e.g. no IPv4 ICMP support at all
+    except ICMPSocketError as exc:  # e.g. no IPv4 ICMP support at all
         log.debug("cannot open an ICMP socket: %s", exc)
         return False
     return True

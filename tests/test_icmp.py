@@ -1,4 +1,5 @@
-"""The icmp prober on its shared per-process sockets: real pings to loopback and to test hosts.
+"""The icmp prober on icmplib's sockets, shared by concurrent runs: real pings to loopback and
+to test hosts.
 
 As root the prober uses raw sockets in this process. The datagram ("ping socket") mode runs in
 a test namespace whose net.ipv4.ping_group_range admits uid 65534, through a small script run
@@ -15,16 +16,18 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from icmplib import ICMPReply
 
 from exporter import icmp_mode
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, icmp, icmpsock
+from exporter.checks import ProbeContext, Result, icmp
 from exporter.config import CheckConfig
 from tests import netns
 from tests.conftest import require, require_binary, require_root
@@ -132,25 +135,34 @@ async def test_concurrent_probes_each_get_their_own_replies(session: aiohttp.Cli
     assert all(r.success for r, _ in results)
 
 
-async def test_probes_share_one_socket_per_family_and_leave_nothing_behind(
+async def test_runs_share_one_socket_while_running_and_leave_nothing_behind(
         session: aiohttp.ClientSession) -> None:
     require_target("::1")
-    targets = ["127.0.0.1", "::1"]
-    for target in targets:  # opens the shared sockets
-        await run(session, icmp_check(target, packets=1))
+    await run(session, icmp_check("127.0.0.1", packets=1))  # imports and first socket done
     fds = len(os.listdir("/proc/self/fd"))
-    for _ in range(5):
-        results = await asyncio.gather(*(run(session, icmp_check(t, packets=1))
-                                         for t in targets for _ in range(50)))
-        assert all(r.success for r, _ in results)
+    checks = [icmp_check(t, packets=2, packet_interval=0.01) for t in ("127.0.0.1", "::1")
+              for _ in range(50)]
+    probes = asyncio.gather(*(run(session, c) for c in checks))
+    for _ in range(1000):  # until every run has sent its first request
+        if len(icmp.CHANNELS.open) == 2 and all(c.pending for c in icmp.CHANNELS.open.values()):
+            break
+        await asyncio.sleep(0)
+    # A hundred runs at once, on one socket per family.
+    assert len(os.listdir("/proc/self/fd")) == fds + 2
+    assert sorted(c.users for c in icmp.CHANNELS.open.values()) == [50, 50]
+    results = await probes
+    assert all(r.success for r, _ in results)
+    assert icmp.CHANNELS.open == {}
+    for _ in range(100):  # the socket closes once its cancelled reader has unwound
+        if len(os.listdir("/proc/self/fd")) == fds:
+            break
+        await asyncio.sleep(0)
     assert len(os.listdir("/proc/self/fd")) == fds
-    shared = [icmpsock.channel(f, privileged=True) for f in (socket.AF_INET, socket.AF_INET6)]
-    assert [len(c.pending) for c in shared] == [0, 0]
 
 
 async def test_a_probe_creates_no_reference_cycles(session: aiohttp.ClientSession) -> None:
     require_target("127.0.0.1")
-    await run(session, icmp_check("127.0.0.1", packets=1))  # socket open, imports done
+    await run(session, icmp_check("127.0.0.1", packets=1))  # imports done
     gc.collect()
     gc.disable()
     try:
@@ -170,24 +182,23 @@ async def test_a_failed_socket_fails_its_requests_and_is_replaced(
     host = hosts.new()
     host.drop_all()  # no reply: the probe is still waiting when the socket fails
     probe = asyncio.create_task(run(session, icmp_check(host.ip, packets=1, timeout=5.0)))
-    shared = icmpsock.channel(socket.AF_INET, privileged=True)
-    for _ in range(100):  # let the probe run up to waiting for its reply
-        if shared.pending:
+    for _ in range(1000):  # let the probe run up to waiting for its reply
+        shared = icmp.CHANNELS.open.get((asyncio.get_running_loop(), 4, True))
+        if shared is not None and shared.pending:
             break
         await asyncio.sleep(0)
-    assert shared.pending
-    shared.fail(OSError(errno.ENETDOWN, os.strerror(errno.ENETDOWN)))
+    assert shared is not None and shared.pending
+    shared.fail(os.strerror(errno.ENETDOWN))
     result, _ = await probe
     assert (result.success, result.reason) == (False, "unreachable")
     assert os.strerror(errno.ENETDOWN) in result.error
     result, _ = await run(session, icmp_check("127.0.0.1", packets=1))
     assert result.success, result.error
-    assert icmpsock.channel(socket.AF_INET, privileged=True) is not shared
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_probes_on_a_fresh_event_loop_get_a_socket_of_their_own(loop: str) -> None:
-    """Each event loop gets its own shared socket; one left by a closed loop is replaced."""
+    """Each event loop gets its own shared socket; a closed loop leaves none behind."""
     require_target("127.0.0.1")
 
     async def many() -> list[float]:
@@ -200,62 +211,68 @@ def test_probes_on_a_fresh_event_loop_get_a_socket_of_their_own(loop: str) -> No
         uvloop = pytest.importorskip("uvloop")
         assert uvloop.run(many()) == [1.0] * 50
     assert asyncio.run(many()) == [1.0] * 50  # after the loop before it has closed
+    assert icmp.CHANNELS.open == {}
 
 
-# -- what a reply must carry ----------------------------------------------------------------------
+# -- which packet answers which request ------------------------------------------------------------
 
 
-def echo_reply(ident: int, sequence: int, payload: bytes, kind: int = 0) -> bytes:
-    """An IPv4 packet as a raw socket returns it: a 20-byte IP header, then ICMP."""
-    ip_header = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1])
-    return ip_header + bytes([kind, 0, 0, 0]) + ident.to_bytes(2, "big") + \
-        sequence.to_bytes(2, "big") + payload
+def reply(ident: int, sequence: int, kind: int = 0, code: int = 0) -> ICMPReply:
+    """What icmplib's parser makes of a packet: for an error, the quoted request's numbers."""
+    return ICMPReply(source="198.18.0.1", family=4, id=ident, sequence=sequence, type=kind,
+                     code=code, bytes_received=64, time=time.time())
 
 
-@pytest.mark.parametrize(("name", "forge", "answered"), [
-    ("the reply itself", lambda ident, seq, payload: echo_reply(ident, seq, payload), True),
-    ("a late reply to an earlier use of the sequence",
-     lambda ident, seq, payload: echo_reply(ident, seq, b"\x00" * 8 + payload[8:]), False),
-    ("another process's identifier",
-     lambda ident, seq, payload: echo_reply(ident ^ 1, seq, payload), False),
-    ("another sequence", lambda ident, seq, payload: echo_reply(ident, seq ^ 1, payload), False),
-    ("an echo request, not a reply",
-     lambda ident, seq, payload: echo_reply(ident, seq, payload, kind=8), False),
-    ("a payload cut short", lambda ident, seq, payload: echo_reply(ident, seq, payload[:-1]), False),
-    ("a packet cut inside the ICMP header", lambda ident, seq, payload: echo_reply(
-        ident, seq, payload)[:25], False),
-    ("an empty packet", lambda ident, seq, payload: b"", False),
+@pytest.mark.parametrize(("name", "forge", "outcome"), [
+    ("the reply itself", lambda ident, seq: reply(ident, seq), "rtt"),
+    ("another process's identifier", lambda ident, seq: reply(ident ^ 1, seq), None),
+    ("another sequence", lambda ident, seq: reply(ident, seq ^ 1), None),
+    ("an echo request seen on loopback", lambda ident, seq: reply(ident, seq, kind=8), None),
+    ("a redirect", lambda ident, seq: reply(ident, seq, kind=5), None),
+    ("destination unreachable quoting the request",
+     lambda ident, seq: reply(ident, seq, kind=3, code=1),
+     "Destination host unreachable (ICMP type 3 code 1)"),
+    ("time exceeded quoting the request", lambda ident, seq: reply(ident, seq, kind=11),
+     "Time to live exceeded (ICMP type 11 code 0)"),
+    ("destination unreachable quoting another request",
+     lambda ident, seq: reply(ident, seq ^ 1, kind=3, code=1), None),
 ])
-async def test_only_the_exact_reply_answers_a_request(hosts: netns.Hosts, name: str, forge: Any,
-                                                      answered: bool) -> None:
+async def test_only_what_quotes_a_request_settles_it(hosts: netns.Hosts, name: str, forge: Any,
+                                                     outcome: str | None) -> None:
     require_raw()
     host = hosts.new()
     host.drop_all()  # the real reply never comes; only the forged one can answer
-    shared = icmpsock.channel(socket.AF_INET, privileged=True)
-    echo = icmpsock.Echo()
+    shared = icmp.CHANNELS.acquire(4, privileged=True)
+    pending = icmp.Run()
     try:
-        shared.send(echo, 0, host.ip, 56)
-        (sequence,) = echo.sequences
-        payload = shared.pending[sequence][2]
-        shared._packet(forge(shared.ident, sequence, payload), 0)
-        assert (len(echo.rtts) == 1) == answered, name
-        assert (sequence not in shared.pending) == answered, name
+        shared.send(pending, host.ip, 56)
+        (sequence,) = shared.pending
+        shared.deliver(forge(shared.ident, sequence))
+        settled = sequence not in shared.pending
+        assert settled == (outcome is not None), name
+        if outcome == "rtt":
+            assert len(pending.rtts) == 1 and pending.errors == []
+        elif outcome is not None:
+            assert pending.rtts == [] and pending.errors == [outcome]
     finally:
-        shared.release(echo)
+        icmp.CHANNELS.release(shared, pending)
 
 
-async def test_a_released_request_is_forgotten(hosts: netns.Hosts) -> None:
+async def test_a_finished_runs_requests_are_forgotten(hosts: netns.Hosts) -> None:
     require_raw()
     host = hosts.new()
     host.drop_all()
-    shared = icmpsock.channel(socket.AF_INET, privileged=True)
-    echo = icmpsock.Echo()
-    shared.send(echo, 0, host.ip, 56)
-    (sequence,) = echo.sequences
-    payload = shared.pending[sequence][2]
-    shared.release(echo)
-    shared._packet(echo_reply(shared.ident, sequence, payload), 0)
-    assert echo.rtts == [] and sequence not in shared.pending
+    shared = icmp.CHANNELS.acquire(4, privileged=True)
+    keeper = icmp.CHANNELS.acquire(4, privileged=True)  # holds the socket open
+    gone = icmp.Run()
+    try:
+        shared.send(gone, host.ip, 56)
+        (sequence,) = shared.pending
+        icmp.CHANNELS.release(shared, gone)
+        shared.deliver(reply(shared.ident, sequence))
+        assert gone.rtts == [] and shared.pending == {}
+    finally:
+        icmp.CHANNELS.release(keeper, icmp.Run())
 
 
 # -- test hosts: silence and refusals, from this process --------------------------------------------
@@ -281,7 +298,7 @@ async def test_a_refusing_host_reads_as_unreachable(session: aiohttp.ClientSessi
     result, _ = await run(session, icmp_check(host.ip, packets=2, packet_interval=0.01))
     assert (result.success, result.reason) == (False, "unreachable")
     assert result.error == (f"no reply to 2 echo requests to {host.ip}: "
-                            "ICMP type 3 code 1 for request 0")
+                            "Destination host unreachable (ICMP type 3 code 1)")
 
 
 # -- inside a namespace: ping sockets as uid 65534, and IPv6 refusals --------------------------------
@@ -347,9 +364,9 @@ def test_ping_sockets_give_concurrent_probes_their_own_replies(lab: netns.TestHo
 
 
 @pytest.mark.parametrize(("target", "as_nobody", "error"), [
-    ("127.0.0.1", True, "ICMP type 3 code 1 for request 0"),   # from the error queue
-    ("::1", True, "ICMP type 1 code 3 for request 0"),
-    ("::1", False, "ICMP type 1 code 3 for request 0"),        # raw ICMPv6
+    ("127.0.0.1", True, "Destination host unreachable (ICMP type 3 code 1)"),  # error queue
+    ("::1", True, "Address unreachable (ICMP type 1 code 3)"),
+    ("::1", False, "Address unreachable (ICMP type 1 code 3)"),  # raw ICMPv6
     # No route at all (the namespace has none beyond its link): the kernel refuses to send.
     ("198.19.255.254", True, os.strerror(errno.ENETUNREACH)),
 ])
@@ -360,3 +377,40 @@ def test_refused_requests_read_as_unreachable(lab: netns.TestHost, target: str,
     assert [r["reason"] for r in runs] == ["unreachable"]
     assert error in runs[0]["error"]
     assert runs[0]["details"]["packets_sent"] == 2
+
+
+# -- the real exporter inside a namespace, both modes, with loss made by nftables ------------------
+
+LOSSY = (  # 30% of the echo requests leaving the namespace vanish
+    "table inet lossy {\n"
+    "  chain output {\n"
+    "    type filter hook output priority 0; policy accept;\n"
+    "    icmp type echo-request numgen random mod 10 < 3 drop\n"
+    "  }\n"
+    "}\n")
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.mark.parametrize(("mode", "wrapper"), [("privileged", []), ("unprivileged", AS_NOBODY)])
+def test_the_exporter_counts_loss_in_either_mode(lab: netns.TestHost, mode: str,
+                                                 wrapper: list[str]) -> None:
+    if wrapper:
+        probe = lab.exec(*wrapper, netns.EXPORTER, "--help", check=False)
+        require(probe.returncode == 0, f"uid {NOBODY} cannot run {netns.EXPORTER}: "
+                                       f"{probe.stderr.strip()[:200]}")
+    lab.nft(LOSSY)
+    exporter = lab.start_exporter(f"""\
+control:
+  - {{name: lossy, kind: icmp, target: "{lab.host_ip}", packets: 100, packet_interval: 5ms,
+      interval: 2s, timeout: 1900ms}}
+""", wrapper=wrapper)
+    scrape = exporter.wait_for(
+        lambda s: (s.value("probe_icmp_packets_sent_total", check="lossy") or 0) >= 100)
+    assert scrape.value("exporter_icmp_mode_info", mode=mode) == 1
+    sent = scrape.value("probe_icmp_packets_sent_total", check="lossy")
+    received = scrape.value("probe_icmp_packets_received_total", check="lossy")
+    assert sent is not None and received is not None
+    # At p=0.3 per packet, 100 requests all arriving or all lost is out of reach (< 1e-15).
+    assert 0 < received < sent, (received, sent)
+    assert scrape.value("probe_icmp_rtt_seconds_count", check="lossy") == received
+    assert scrape.value("probe_success", check="lossy") == 1

@@ -10,9 +10,21 @@ Every run adds to probe_icmp_packets_sent_total and probe_icmp_packets_received_
 observes each reply's round trip in probe_icmp_rtt_seconds; loss and quantiles over any
 window come from PromQL. A run succeeds when at least one reply arrived.
 
-The socket kind (raw or unprivileged datagram) is the one exporter.icmp_mode detected. All
-probes of a process share one socket per address family (exporter.checks.icmpsock), which
-matches each reply to its request; round trips are timed by the kernel's arrival stamp.
+The packets are icmplib's: its sockets (raw when ``privileged``, datagram "ping sockets"
+otherwise, as exporter.icmp_mode detected), its ICMPRequest, its reply parser and its ICMP
+error classes. Two things icmplib does not do are added on top of it here:
+
+- Many checks on one socket. icmplib's ``receive(request)`` drops every packet that is not
+  the reply it waits for, so two concurrent receivers on one socket steal each other's
+  replies, and a socket per run means every raw socket parses every other run's traffic.
+  Here all runs of one event loop share one icmplib socket per address family while any of
+  them is running; one reader task takes every reply from icmplib and hands it to the run
+  whose (identifier, sequence) it carries.
+- A receive buffer big enough for the replies to many runs arriving at once.
+- ICMP errors on ping sockets. A raw socket receives "destination unreachable" itself and
+  icmplib parses it; a ping socket only reports it through the socket's error queue
+  (IP_RECVERR), which icmplib never reads. The error queue is read here and each entry
+  turned into icmplib's own ICMPReply, so both modes give the same error text.
 
 Failure reasons: dns (the name does not resolve), timeout (the lookup took the whole
 timeout), loss (no reply to any request), unreachable (no reply, and the network said so:
@@ -22,34 +34,255 @@ no route, or an ICMP destination unreachable), permission (no ICMP socket may be
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import socket
+import struct
 import time
+
+from icmplib import (
+    AsyncSocket,
+    ICMPError,
+    ICMPLibError,
+    ICMPReply,
+    ICMPRequest,
+    ICMPSocketError,
+    ICMPv4Socket,
+    ICMPv6Socket,
+    SocketBroadcastError,
+    SocketPermissionError,
+    TimeoutExceeded,
+)
 
 from exporter import icmp_mode
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, failure
-from exporter.checks.icmpsock import Echo, channel
 from exporter.checks.resolve import ResolveError, address_hash, budget, ip_version, resolve
 from exporter.config import CheckConfig
 
 REASONS = ("dns", "timeout", "loss", "unreachable", "permission")
 REPLY_WAIT = 2.0  # seconds to wait for replies after the last request
+READ_WAIT = 3600.0  # icmplib's receive timeout for the reader; it is cancelled when idle
+
+# Linux values the socket module does not export (the same on every architecture).
+IP_RECVERR, IPV6_RECVERR, MSG_ERRQUEUE, SO_RCVBUFFORCE = 11, 25, 0x2000, 33
+RCVBUF = 1 << 20  # bytes: a few thousand replies arriving at once
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_ID_SEQUENCE = struct.Struct("!HH")
+# (echo reply, error types) per IP version: destination unreachable, time exceeded, and for
+# IPv6 packet too big and parameter problem.
+ECHO_REPLY = {4: 0, 6: 129}
+ERROR_TYPES = {4: frozenset({3, 11, 12}), 6: frozenset({1, 2, 3, 4})}
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
+class Run:
+    """One probe run's requests: what went out, what came back, who waits."""
+
+    __slots__ = ("all_sent", "errors", "outstanding", "rtts", "sent", "waiter")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.rtts: list[float] = []
+        self.errors: list[str] = []
+        self.outstanding = 0
+        self.all_sent = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def settle(self) -> None:
+        """One request is answered (or failed): wake the waiter once none is left."""
+        self.outstanding -= 1
+        if self.all_sent and self.outstanding <= 0:
+            _wake(self.waiter)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
 
+class Channel:
+    """One icmplib socket shared by the runs of one event loop and IP version."""
+
+    def __init__(self, version: int, privileged: bool) -> None:
+        self.version = version
+        self.privileged = privileged
+        kind = ICMPv6Socket if version == 6 else ICMPv4Socket
+        # Raises SocketPermissionError, or ICMPSocketError for any other refusal.
+        self.sock = AsyncSocket(kind(privileged=privileged))
+        raw = self.sock.sock
+        try:  # room for a burst of replies to many runs; needs CAP_NET_ADMIN ...
+            raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:  # ... else the plain option, capped by net.core.rmem_max
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if not privileged:
+            level, option = ((socket.IPPROTO_IPV6, IPV6_RECVERR) if version == 6
+                             else (socket.IPPROTO_IP, IP_RECVERR))
+            raw.setsockopt(level, option, 1)
+        # Raw sockets carry our identifier; a ping socket's is its port, set by the kernel.
+        self.ident = random.getrandbits(16)
+        self.sequence = random.getrandbits(16)
+        self.pending: dict[int, tuple[Run, ICMPRequest]] = {}
+        self.users = 0
+        self.closed = False
+        self.reader: asyncio.Task[None] | None = None
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _next_sequence(self) -> int:
+        if len(self.pending) >= 65536:
+            raise ICMPSocketError("65536 ICMP echo requests already in flight")
+        sequence = (self.sequence + 1) & 0xFFFF
+        while sequence in self.pending:  # never reuse a number still waiting for its reply
+            sequence = (sequence + 1) & 0xFFFF
+        self.sequence = sequence
+        return sequence
+
+    def send(self, run: Run, address: str, payload_size: int) -> None:
+        """Send one request of ``run``; raises ICMPSocketError when the kernel refuses it."""
+        request = ICMPRequest(destination=address, id=self.ident,
+                              sequence=self._next_sequence(), payload_size=payload_size)
+        self.sock.send(request)
+        self.pending[request.sequence] = (run, request)
+        run.outstanding += 1
+        if self.reader is None:
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    def forget(self, run: Run) -> None:
+        """Drop ``run``'s unanswered requests; their sequence numbers may be reused."""
+        for sequence in [s for s, (owner, _) in self.pending.items() if owner is run]:
+            del self.pending[sequence]
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while not self.closed:
+            try:
+                reply = await self.sock.receive(None, READ_WAIT)
+            except TimeoutExceeded:
+                continue
+            except ICMPSocketError as exc:
+                # A ping socket reports each ICMP error as a failed receive; the details
+                # wait in its error queue. Anything else means the socket is unusable.
+                if not self.privileged and self._read_error_queue():
+                    continue
+                self.fail(str(exc) or exc.__class__.__name__)
+                return
+            self.deliver(reply)
+
+    def deliver(self, reply: ICMPReply) -> None:
+        """Hand a reply (or an ICMP error about one of our requests) to its run."""
+        kind = reply.type
+        if kind != ECHO_REPLY[self.version] and kind not in ERROR_TYPES[self.version]:
+            return  # e.g. our own echo requests, which a raw socket sees on loopback
+        entry = self.pending.get(reply.sequence)
+        if entry is None or entry[1].id != reply.id:
+            return  # another process's ping, or a reply to a request already given up
+        run, request = entry
+        del self.pending[reply.sequence]
+        try:
+            reply.raise_for_status()
+        except ICMPError as exc:
+            run.errors.append(f"{exc} (ICMP type {kind} code {reply.code})")
+        else:
+            run.rtts.append(max(0.0, reply.time - request.time))
+        run.settle()
+
+    def _read_error_queue(self) -> bool:
+        """Deliver the ICMP errors queued on a ping socket; False if there were none."""
+        raw = self.sock.sock
+        found = False
+        while True:
+            try:
+                data, ancdata, _flags, _address = raw.recvmsg(512, 512, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return found
+            except OSError:
+                return found
+            found = True
+            for level, kind, value in ancdata:
+                if (level, kind) not in ((socket.IPPROTO_IP, IP_RECVERR),
+                                         (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+                    continue
+                if len(value) < _EXTENDED_ERR.size or len(data) < 8:
+                    continue
+                _errno, origin, icmp_type, icmp_code, _pad, _info, _data = \
+                    _EXTENDED_ERR.unpack_from(value)
+                if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                    continue
+                # The queued data is our request's ICMP message, identifier and sequence
+                # included: the same facts icmplib reads from a raw socket's error packet.
+                ident, sequence = _ID_SEQUENCE.unpack_from(data, 4)
+                self.deliver(ICMPReply(source=None, family=self.version, id=ident,
+                                       sequence=sequence, type=icmp_type, code=icmp_code,
+                                       bytes_received=0, time=time.time()))
+
+    def fail(self, message: str) -> None:
+        """The socket is unusable: fail every request in flight on it and close it."""
+        pending, self.pending = self.pending, {}
+        for run, _request in pending.values():
+            run.errors.append(message)
+            run.settle()
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        reader, self.reader = self.reader, None
+        if reader is None or reader.done() or reader is asyncio.current_task():
+            self._close_socket()
+        else:
+            # icmplib's receive still uses the socket while it unwinds from the cancel:
+            # close it once the reader is gone.
+            reader.add_done_callback(self._close_socket)
+            reader.cancel()
+
+    def _close_socket(self, _reader: object = None) -> None:
+        with contextlib.suppress(ICMPLibError, OSError):
+            self.sock.close()
+
+
+class Channels:
+    """The open channels, by event loop, IP version and mode. A channel lives while a run
+    uses it, so an idle exporter holds no ICMP socket and a closed loop leaves none behind.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[asyncio.AbstractEventLoop, int, bool], Channel] = {}
+
+    def acquire(self, version: int, privileged: bool) -> Channel:
+        key = (asyncio.get_running_loop(), version, privileged)
+        channel = self.open.get(key)
+        if channel is None or channel.closed:
+            channel = self.open[key] = Channel(version, privileged)
+        channel.users += 1
+        return channel
+
+    def release(self, channel: Channel, run: Run) -> None:
+        channel.forget(run)
+        channel.users -= 1
+        if channel.users <= 0:
+            channel.close()
+        if channel.closed:
+            for key, held in list(self.open.items()):
+                if held is channel:
+                    del self.open[key]
+
+
+# Sockets are a per-process resource shared by every icmp check, and the prober signature
+# has no place to carry them: this one registry is the process's.
+CHANNELS = Channels()
+
+
 async def ping(address: str, count: int, interval: float, payload_size: int,
-               privileged: bool, deadline: float) -> Echo:
-    """Run the echo exchange on the process's shared socket; ``deadline`` is on the loop
-    clock. Raises OSError (PermissionError when not allowed) only when the socket cannot be
-    opened."""
+               privileged: bool, deadline: float) -> Run:
+    """Run the echo exchange on the shared socket; ``deadline`` is on the loop clock.
+    Raises ICMPSocketError (SocketPermissionError when not allowed) only when no socket can
+    be opened."""
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ip_version(address) == 6 else socket.AF_INET
-    sock = channel(family, privileged)
-    run = Echo()
+    version = ip_version(address)
+    channel = CHANNELS.acquire(version, privileged)
+    held = True
+    run = Run()
     try:
         first = loop.time()
         for index in range(count):
@@ -58,12 +291,22 @@ async def ping(address: str, count: int, interval: float, payload_size: int,
                 break
             if send_at > loop.time():
                 await asyncio.sleep(send_at - loop.time())
-                if sock.closed:  # failed while we slept: carry on with a new one
-                    sock = channel(family, privileged)
+                if channel.closed:  # failed while we slept: carry on with a new one
+                    CHANNELS.release(channel, run)
+                    held = False
+                    try:
+                        channel = CHANNELS.acquire(version, privileged)
+                        held = True
+                    except ICMPSocketError as exc:
+                        run.errors.append(f"cannot reopen the ICMP socket: {exc}")
+                        break
             run.sent += 1
             try:
-                sock.send(run, index, address, payload_size)
-            except OSError as exc:
+                channel.send(run, address, payload_size)
+            except SocketBroadcastError:
+                run.errors.append("the kernel refused to send (a broadcast address, or a "
+                                  "firewall rule)")
+            except ICMPSocketError as exc:
                 run.errors.append(str(exc) or exc.__class__.__name__)
         run.all_sent = True
         if run.outstanding > 0:
@@ -74,7 +317,8 @@ async def ping(address: str, count: int, interval: float, payload_size: int,
             finally:
                 timer.cancel()
     finally:
-        sock.release(run)
+        if held:
+            CHANNELS.release(channel, run)
     return run
 
 
@@ -108,12 +352,12 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     try:
         result = await ping(address, check.packets, check.packet_interval, check.payload_size,
                             mode == "privileged", deadline)
-    except PermissionError:
+    except SocketPermissionError:
         message = (f"not allowed to open a {mode} ICMPv{ip_version(address)} socket; "
                    + icmp_mode.message())
         ctx.log(message)
         return failure(start, "permission", message, gauges=gauges, counters=zero)
-    except OSError as exc:
+    except ICMPSocketError as exc:
         message = f"cannot open an ICMP socket: {exc}"
         ctx.log(message)
         return failure(start, "unreachable", message, gauges=gauges, counters=zero)
