@@ -87,6 +87,21 @@ class WitnessConfig:
 
 
 @dataclass(frozen=True)
+class RRValidator:
+    """blackbox_exporter's validate_*_rrs: regular expressions over one section's records, each
+    record in presentation form ("name TTL IN TYPE data")."""
+
+    fail_if_matches_regexp: tuple[str, ...] = ()  # fail if any record matches any of them
+    fail_if_not_matches_regexp: tuple[str, ...] = ()  # fail if any record misses one of them
+    fail_if_all_match_regexp: tuple[str, ...] = ()  # fail if every record matches all of them
+    fail_if_none_matches_regexp: tuple[str, ...] = ()  # fail if no record matches any of them
+
+    def __bool__(self) -> bool:
+        return any((self.fail_if_matches_regexp, self.fail_if_not_matches_regexp,
+                    self.fail_if_all_match_regexp, self.fail_if_none_matches_regexp))
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     """One check (or one /probe module, then with ``allowed_targets`` and no target)."""
 
@@ -132,8 +147,14 @@ class CheckConfig:
     packet_interval: float = 0.2
     payload_size: int = 56
     # dns
-    resolver: str | None = None
-    record_type: str = "any"  # a | aaaa | any
+    resolver: str | None = None  # host or host:port; None: the system's resolver
+    record_type: str = "any"  # one of RECORD_TYPES; any = both A and AAAA
+    valid_rcodes: tuple[str, ...] = ("NOERROR",)
+    validate_answer_rrs: RRValidator = field(default_factory=lambda: RRValidator())
+    validate_authority_rrs: RRValidator = field(default_factory=lambda: RRValidator())
+    validate_additional_rrs: RRValidator = field(default_factory=lambda: RRValidator())
+    transport_protocol: str = "udp"  # udp (TCP when truncated) | tcp
+    dns_over_tls: bool = False
     # /probe modules
     allowed_targets: tuple[str, ...] = ()
     # dependencies and crowd polls (kinds in DEPENDENCY_KINDS and CROWD_KINDS)
@@ -467,6 +488,69 @@ def parse_host(value: Any) -> str:
     return text
 
 
+class NestedValueError(ValueError):
+    """A ValueError about a part of the value: ``sub`` extends the key's dotted path."""
+
+    def __init__(self, sub: Path_, message: str) -> None:
+        super().__init__(message)
+        self.sub = sub
+
+
+RECORD_TYPES = ("a", "aaaa", "any", "cname", "mx", "txt", "ns", "soa", "srv", "ptr")
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN",
+          "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
+RR_VALIDATOR_KEYS = tuple(f.name for f in fields(RRValidator))
+
+
+def parse_record_type(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in RECORD_TYPES:
+        raise ValueError(f"must be one of {', '.join(RECORD_TYPES)} (got {_show(value)})")
+    return value.lower()
+
+
+def parse_rcodes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of DNS response codes (got {_show(value)})")
+    out: list[str] = []
+    for i, code in enumerate(value):
+        if not isinstance(code, str) or code.upper() not in RCODES:
+            raise NestedValueError((i,), f"must be one of {', '.join(RCODES)} (got {_show(code)})")
+        out.append(code.upper())
+    return tuple(out)
+
+
+def parse_rr_validator(value: Any) -> RRValidator:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping with {', '.join(RR_VALIDATOR_KEYS)} "
+                         f"(got {_show(value)})")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key, patterns in value.items():
+        if key not in RR_VALIDATOR_KEYS:
+            raise NestedValueError((key,), f"unknown key (allowed: {', '.join(RR_VALIDATOR_KEYS)})")
+        if isinstance(patterns, str) or not isinstance(patterns, list):
+            raise NestedValueError((key,), f"must be a list of regular expressions "
+                                           f"(got {_show(patterns)})")
+        for i, pattern in enumerate(patterns):
+            try:
+                parse_regex(pattern)
+            except ValueError as exc:
+                raise NestedValueError((key, i), str(exc)) from None
+        lists[key] = tuple(patterns)
+    return RRValidator(**lists)
+
+
+def parse_resolver(value: Any) -> str:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (the port defaults by transport)."""
+    text = parse_str(value)
+    if text.startswith("[") and text.endswith("]"):
+        parse_host(text[1:-1])
+        return text
+    if text.count(":") > 1 and not text.startswith("["):
+        raise ValueError(f"an IPv6 address needs brackets: [address] or [address]:port "
+                         f"(got {_show(value)})")
+    return parse_host_port(text) if ":" in text else parse_host(text)
+
+
 def parse_env_name(value: Any) -> str:
     text = parse_str(value)
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
@@ -536,8 +620,12 @@ KIND_KEYS: dict[str, dict[str, Parser]] = {
         "payload_size": parse_int(0, 1400), "ip_protocol": parse_enum("auto", "ip4", "ip6"),
     },
     "dns": {
-        "target": parse_host, "resolver": parse_host_port,
-        "record_type": parse_enum("a", "aaaa", "any"),
+        "target": parse_host, "resolver": parse_resolver, "record_type": parse_record_type,
+        "valid_rcodes": parse_rcodes, "validate_answer_rrs": parse_rr_validator,
+        "validate_authority_rrs": parse_rr_validator,
+        "validate_additional_rrs": parse_rr_validator,
+        "transport_protocol": parse_enum("udp", "tcp"), "dns_over_tls": parse_bool,
+        "server_name": parse_str, "ca_file": parse_str, "insecure_skip_verify": parse_bool,
     },
 }
 # The address key each kind needs (url kinds may default it).
@@ -569,6 +657,9 @@ class _Validator:
     def field(self, raw: dict[str, Any], key: str, path: Path_, parser: Parser) -> Any:
         try:
             return parser(raw[key])
+        except NestedValueError as exc:
+            self.doc.error((*path, key, *exc.sub), str(exc))
+            return None
         except ValueError as exc:
             self.doc.error((*path, key), str(exc))
             return None
@@ -629,6 +720,8 @@ class _Validator:
         if "models" in values and mode not in ("count_tokens", "messages"):
             self.doc.error((*path, "models"), "models (one probe per model) is for modes "
                                               "count_tokens and messages")
+        if kind == "dns":
+            self._dns_rules(values, path)
         if kind in MODES and mode == "keyless" and ("api_key_env" in values or "api_key_file" in values):
             self.doc.error((*path, "mode"), "keyless mode sends no key: remove api_key_env/api_key_file "
                                             "or pick another mode")
@@ -648,6 +741,20 @@ class _Validator:
         name = values.pop("name", None) or path[-1]
         values.pop("kind", None)
         return CheckConfig(upstream=upstream, name=str(name), kind=kind, **values)
+
+    def _dns_rules(self, values: dict[str, Any], path: Path_) -> None:
+        if values.get("dns_over_tls"):
+            if values.get("transport_protocol") == "udp":
+                self.doc.error((*path, "transport_protocol"),
+                               "DNS over TLS runs over TCP: set tcp or leave it out")
+            if "resolver" not in values:
+                self.doc.error((*path, "dns_over_tls"),
+                               "needs a resolver: the server to reach over TLS")
+            values["transport_protocol"] = "tcp"
+        else:
+            for key in ("server_name", "ca_file", "insecure_skip_verify"):
+                if key in values:
+                    self.doc.error((*path, key), "only applies with dns_over_tls: true")
 
 
 def _pattern_host(pattern: str) -> str:

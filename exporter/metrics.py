@@ -170,7 +170,27 @@ PROBE_DNS_ANSWERS = MetricSpec(
     (*CHECK_NO_KIND, "address", "family"))
 PROBE_DNS_ADDRESS_CHANGES = MetricSpec(
     "probe_dns_address_changes_total", "counter",
-    "Times the resolved address set differed from the previous run.", CHECK_NO_KIND)
+    "Times the answer (the addresses, or the records of the asked type) differed from the "
+    "previous run.", CHECK_NO_KIND)
+PROBE_DNS_DURATION = MetricSpec(
+    "probe_dns_duration_seconds", "gauge",
+    "Duration of the most recent DNS query by phase (resolve, connect, request).",
+    (*CHECK_NO_KIND, "phase"))
+PROBE_DNS_QUERY_SUCCEEDED = MetricSpec(
+    "probe_dns_query_succeeded", "gauge",
+    "1 if the most recent DNS query got a response, whatever its response code.", CHECK_NO_KIND)
+PROBE_DNS_ANSWER_RRS = MetricSpec(
+    "probe_dns_answer_rrs", "gauge", "Records in the answer section of the most recent response.",
+    CHECK_NO_KIND)
+PROBE_DNS_AUTHORITY_RRS = MetricSpec(
+    "probe_dns_authority_rrs", "gauge",
+    "Records in the authority section of the most recent response.", CHECK_NO_KIND)
+PROBE_DNS_ADDITIONAL_RRS = MetricSpec(
+    "probe_dns_additional_rrs", "gauge",
+    "Records in the additional section of the most recent response.", CHECK_NO_KIND)
+PROBE_DNS_SERIAL = MetricSpec(
+    "probe_dns_serial", "gauge", "Serial number of the zone from the most recent SOA answer.",
+    CHECK_NO_KIND)
 PROBE_IP_ADDR_HASH = MetricSpec(
     "probe_ip_addr_hash", "gauge",
     "Hash of the resolved address set; a change means the answer changed.", CHECK_NO_KIND)
