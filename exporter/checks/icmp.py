@@ -20,7 +20,10 @@ error classes. Two things icmplib does not do are added on top of it here:
   Here all runs of one event loop share one icmplib socket per address family while any of
   them is running; one reader task takes every reply from icmplib and hands it to the run
   whose (identifier, sequence) it carries.
-- A receive buffer big enough for the replies to many runs arriving at once.
+- A receive buffer big enough for the replies to many runs arriving at once, and on raw
+  sockets a kernel (BPF) filter: a raw socket receives every ICMP packet of the host, which
+  icmplib would parse one by one in Python; the filter passes only echo replies carrying this
+  socket's identifier and ICMP errors.
 - ICMP errors on ping sockets. A raw socket receives "destination unreachable" itself and
   icmplib parses it; a ping socket only reports it through the socket's error queue
   (IP_RECVERR), which icmplib never reads. The error queue is read here and each entry
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import random
 import socket
 import struct
@@ -70,10 +74,10 @@ RCVBUF = 1 << 20  # bytes: a few thousand replies arriving at once
 SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
 _EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _ID_SEQUENCE = struct.Struct("!HH")
-# (echo reply, error types) per IP version: destination unreachable, time exceeded, and for
-# IPv6 packet too big and parameter problem.
+SO_ATTACH_FILTER = 26
+# (echo reply, error types) per IP version: destination unreachable and time exceeded.
 ECHO_REPLY = {4: 0, 6: 129}
-ERROR_TYPES = {4: frozenset({3, 11, 12}), 6: frozenset({1, 2, 3, 4})}
+ERROR_TYPES = {4: frozenset({3, 11}), 6: frozenset({1, 3})}
 
 
 class Run:
@@ -94,6 +98,42 @@ class Run:
         self.outstanding -= 1
         if self.all_sent and self.outstanding <= 0:
             _wake(self.waiter)
+
+
+def _reply_filter(version: int, ident: int) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program for a raw socket: keep echo replies carrying ``ident`` and the
+    error types, drop the rest (other programs' pings, our own requests on loopback)."""
+    accept, drop = (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)
+    if version == 4:  # raw IPv4 sockets see the IP header first
+        return [
+            (0xB1, 0, 0, 0),          # X = IP header length
+            (0x50, 0, 0, 0),          # A = ICMP type
+            (0x15, 0, 2, 0),          # echo reply? else to the error types
+            (0x48, 0, 0, 4),          # A = identifier
+            (0x15, 2, 3, ident),      # ours: accept, else drop
+            (0x15, 1, 0, 3),          # destination unreachable: accept
+            (0x15, 0, 1, 11),         # time exceeded: accept, else drop
+            accept, drop]
+    return [  # raw ICMPv6 sockets see the ICMPv6 header first
+        (0x30, 0, 0, 0),
+        (0x15, 0, 2, 129),
+        (0x28, 0, 0, 4),
+        (0x15, 2, 3, ident),
+        (0x15, 1, 0, 1),
+        (0x15, 0, 1, 3),
+        accept, drop]
+
+
+# One ctypes array type for every program: a type made per call would be cyclic garbage.
+_FilterCode = ctypes.c_char * 128
+
+
+def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    data = b"".join(struct.pack("HBBI", *op) for op in program)
+    code = _FilterCode.from_buffer_copy(data.ljust(ctypes.sizeof(_FilterCode), b"\0"))
+    # struct sock_fprog points at ``code``, which lives until setsockopt has copied it.
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HL", len(program), ctypes.addressof(code)))
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -121,6 +161,8 @@ class Channel:
             raw.setsockopt(level, option, 1)
         # Raw sockets carry our identifier; a ping socket's is its port, set by the kernel.
         self.ident = random.getrandbits(16)
+        if privileged:
+            _attach_filter(raw, _reply_filter(version, self.ident))
         self.sequence = random.getrandbits(16)
         self.pending: dict[int, tuple[Run, ICMPRequest]] = {}
         self.users = 0
@@ -142,7 +184,16 @@ class Channel:
         """Send one request of ``run``; raises ICMPSocketError when the kernel refuses it."""
         request = ICMPRequest(destination=address, id=self.ident,
                               sequence=self._next_sequence(), payload_size=payload_size)
-        self.sock.send(request)
+        try:
+            self.sock.send(request)
+        except SocketBroadcastError:
+            raise
+        except ICMPSocketError:
+            # A ping socket may report an earlier request's ICMP error on this send (and
+            # then not on a receive): deliver what the error queue holds and send again.
+            if self.privileged or not self._read_error_queue():
+                raise
+            self.sock.send(request)
         self.pending[request.sequence] = (run, request)
         run.outstanding += 1
         if self.reader is None:
