@@ -150,24 +150,31 @@ class Channel:
         kind = ICMPv6Socket if version == 6 else ICMPv4Socket
         # Raises SocketPermissionError, or ICMPSocketError for any other refusal.
         self.sock = AsyncSocket(kind(privileged=privileged))
-        raw = self.sock.sock
-        try:  # room for a burst of replies to many runs; needs CAP_NET_ADMIN ...
-            raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-        except OSError:  # ... else the plain option, capped by net.core.rmem_max
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        if not privileged:
-            level, option = ((socket.IPPROTO_IPV6, IPV6_RECVERR) if version == 6
-                             else (socket.IPPROTO_IP, IP_RECVERR))
-            raw.setsockopt(level, option, 1)
         # Raw sockets carry our identifier; a ping socket's is its port, set by the kernel.
         self.ident = random.getrandbits(16)
-        if privileged:
-            _attach_filter(raw, _reply_filter(version, self.ident))
+        try:
+            self._tune(self.sock.sock)
+        except BaseException:
+            self.sock.close()
+            raise
         self.sequence = random.getrandbits(16)
         self.pending: dict[int, tuple[Run, ICMPRequest]] = {}
         self.users = 0
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
+
+    def _tune(self, raw: socket.socket) -> None:
+        """What icmplib's socket lacks here: buffer room, a filter, ICMP error reporting."""
+        try:  # room for a burst of replies to many runs; needs CAP_NET_ADMIN ...
+            raw.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:  # ... else the plain option, capped by net.core.rmem_max
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if self.privileged:
+            _attach_filter(raw, _reply_filter(self.version, self.ident))
+        elif self.version == 6:
+            raw.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            raw.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -246,9 +253,7 @@ class Channel:
         while True:
             try:
                 data, ancdata, _flags, _address = raw.recvmsg(512, 512, MSG_ERRQUEUE)
-            except (BlockingIOError, InterruptedError):
-                return found
-            except OSError:
+            except OSError:  # BlockingIOError: the queue is empty
                 return found
             found = True
             for level, kind, value in ancdata:
