@@ -41,7 +41,14 @@ from aiohttp import web
 
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, probers
-from exporter.config import TARGET_KEY, CheckConfig, parse_host, parse_host_port, parse_url
+from exporter.config import (
+    TARGET_KEY,
+    CheckConfig,
+    RRValidator,
+    parse_host,
+    parse_host_port,
+    parse_url,
+)
 from exporter.secrets import SECRETS
 
 log = logging.getLogger("exporter.probe")
@@ -331,6 +338,8 @@ def module_yaml(module: CheckConfig) -> str:
             value = {k: "<hidden>" for k in value}
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, RRValidator):  # a dns validator: its non-empty lists
+            value = {k: list(v) for k, v in dataclasses.asdict(value).items() if v}
         elif isinstance(value, Mapping):
             value = dict(value)
         out[f.name] = value

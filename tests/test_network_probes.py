@@ -29,10 +29,11 @@ import dns.query
 import dns.rcode
 import pytest
 import trustme
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter import icmp_mode
+from exporter import icmp_mode, probe
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, icmp, tcp, tls
 from exporter.checks import dns as dns_probe
@@ -757,6 +758,15 @@ def test_dns_config_accepts(options: str, expected: dict[str, object]) -> None:
     text = f"control:\n  - {{name: d, kind: dns, target: two.test, {options.strip('{}')}}}\n"
     (parsed,) = load_text(text, "test.yml").control
     assert {k: getattr(parsed, k) for k in expected} == expected
+
+
+def test_dns_module_with_validators_shows_in_probe_debug_output() -> None:
+    """/probe?debug=true prints the module's settings as YAML; validators are mappings."""
+    module = CheckConfig("probe", "dns_mx", "dns", record_type="mx", valid_rcodes=("NXDOMAIN",),
+                         validate_answer_rrs=RRValidator(fail_if_matches_regexp=(r"\.evil\.$",)))
+    assert yaml.safe_load(probe.module_yaml(module)) == {"dns_mx": {
+        "kind": "dns", "record_type": "mx", "valid_rcodes": ["NXDOMAIN"],
+        "validate_answer_rrs": {"fail_if_matches_regexp": [r"\.evil\.$"]}}}
 
 
 @pytest.mark.parametrize(("text", "port", "expected"), [
