@@ -143,7 +143,13 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     from exporter import fastlane, metrics
     from exporter.config import parse_duration
     from exporter.runtime import Runtime
-    from exporter.web import RELOADERS_KEY, SERVER_LIMITS, SlowClientGuard, make_app, reload_all
+    from exporter.web import (
+        RELOADERS_KEY,
+        SERVER_LIMITS,
+        SlowClientGuard,
+        make_app,
+        reload_everything,
+    )
 
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
@@ -191,7 +197,14 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_all, app)
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()  # held until done (asyncio keeps weak refs)
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(reload_everything(app), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, web_guard,
                                 served_by=pool is not None)
     listening: list[asyncio.Server] = []

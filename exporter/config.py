@@ -180,6 +180,10 @@ class StatuspageConfig:
     components: tuple[str, ...] = ()  # include filter: ids or names; empty = all
     exclude_components: tuple[str, ...] = ()
     max_body_bytes: int = 5 * 1024 * 1024
+    # Cardinality limits (docs/security.md, case 4): what one page may add to /metrics.
+    max_components: int = 1000
+    max_incidents: int = 100  # open incidents, and maintenances, each
+    max_label_chars: int = 256
 
     @property
     def summary_url(self) -> str:
@@ -270,6 +274,13 @@ class _TooLarge(Exception):
 
 
 MAX_NODES = 200_000  # a config with thousands of checks stays far below this
+# The largest config file read (docs/security.md, case 8): far above any real config (10,000
+# checks take about 1 MiB) and small enough that a reload parses in seconds, not minutes.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# The shortest interval per kind (docs/configuration.md): a typo such as 1ms must not hammer
+# a shared public status page or a target. Labs poll a local simulator every second.
+MIN_INTERVAL = {"statuspage": 1.0}
+MIN_PROBE_INTERVAL = 0.1
 
 
 def _build(node: yaml.Node, path: Path_, doc: _Doc, constructor: yaml.SafeLoader) -> Any:
@@ -299,11 +310,27 @@ def _build(node: yaml.Node, path: Path_, doc: _Doc, constructor: yaml.SafeLoader
     return constructor.construct_object(node, deep=True)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, stopping once the document holds more than MAX_NODES nodes as
+    written: without it PyYAML composes the whole node graph (a gigabyte and most of a minute
+    for 4 MiB of ``[1,1,...]``) before _build could count a single value."""
+
+    composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # Values only, as _build counts them: a mapping's keys are composed with index None.
+        if not (isinstance(parent, yaml.MappingNode) and index is None):
+            self.composed += 1
+        if self.composed > MAX_NODES:
+            raise _TooLarge
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
     doc = _Doc(source)
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         node = loader.get_single_node()
         if node is None:
             return {}, doc
@@ -316,8 +343,10 @@ def parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
     except RecursionError:
         doc.issues.append(ConfigIssue(source, None, "", "invalid YAML: nested too deeply"))
     except _TooLarge:
-        doc.issues.append(ConfigIssue(source, None, "", f"invalid YAML: more than {MAX_NODES} "
-                                                        "values once aliases are expanded"))
+        # Only blame aliases when the document has some (an anchor is how they start).
+        why = (" once aliases are expanded" if "&" in text and "*" in text else "")
+        doc.issues.append(ConfigIssue(source, None, "", f"too large: more than {MAX_NODES} "
+                                                        f"values{why}"))
     finally:
         if loader is not None:
             loader.dispose()
@@ -704,6 +733,9 @@ class _Validator:
                 self.doc.error(path, f"missing required key {target_key} for kind {kind}")
         if len(self.doc.issues) > before:
             return None
+        if values["interval"] < MIN_PROBE_INTERVAL and not module:
+            self.doc.error((*path, "interval"), f"must be at least {MIN_PROBE_INTERVAL:g}s for "
+                           f"kind {kind} (got {values['interval']:g}s)")
         if values["timeout"] > values["interval"] and not module:
             self.doc.error((*path, "timeout"), "must not exceed the interval "
                            f"({values['timeout']:g}s > {values['interval']:g}s)")
@@ -829,13 +861,14 @@ def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
     if "statuspage" not in up:
         return None
     sp_path = (*path, "statuspage")
-    raw = v.mapping(up["statuspage"], sp_path, {
-        "url", "interval", "timeout", "components", "exclude_components", "max_body_bytes"})
     parsers: dict[str, Parser] = {
         "url": parse_url, "interval": parse_duration, "timeout": parse_duration,
         "components": parse_str_list, "exclude_components": parse_str_list,
         "max_body_bytes": parse_int(1024, 1024**3),
+        "max_components": parse_int(1, 100_000), "max_incidents": parse_int(1, 10_000),
+        "max_label_chars": parse_int(32, 4096),  # state names are up to 20
     }
+    raw = v.mapping(up["statuspage"], sp_path, set(parsers))
     before = len(v.doc.issues)
     values = {k: v.field(raw, k, sp_path, parsers[k]) for k in raw}
     if "url" not in raw:
@@ -844,6 +877,10 @@ def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
         return None
     values.setdefault("timeout", min(defaults["timeout"], values.get("interval", 60.0)))
     sp = StatuspageConfig(**values)
+    if sp.interval < MIN_INTERVAL["statuspage"]:
+        v.doc.error((*sp_path, "interval"), f"must be at least {MIN_INTERVAL['statuspage']:g}s "
+                    f"for a status page (got {sp.interval:g}s)")
+        return None
     if sp.timeout > sp.interval:
         v.doc.error((*sp_path, "timeout"), f"must not exceed the interval ({sp.timeout:g}s > {sp.interval:g}s)")
         return None
@@ -974,6 +1011,9 @@ def _check_list(v: _Validator, raw: Any, path: Path_, upstream: str,
 
 
 def load_text(text: str, source: str) -> Config:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigIssue(source, None, "", f"too large: more than the limit of "
+                                       f"{MAX_CONFIG_BYTES} characters")])
     data, doc = parse_yaml(text, source)
     if data is None and doc.issues:  # a syntax error leaves nothing to validate
         raise ConfigError(doc.issues)
@@ -986,7 +1026,13 @@ def load_text(text: str, source: str) -> Config:
 def load_file(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError([ConfigIssue(str(p), None, "", f"too large: the file exceeds the "
+                                           f"limit of {MAX_CONFIG_BYTES} bytes "
+                                           f"({MAX_CONFIG_BYTES // (1024 * 1024)} MiB)")])
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc.__class__.__name__}: "
                                                           f"{getattr(exc, 'strerror', None) or exc}")]) from None

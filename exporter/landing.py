@@ -116,6 +116,11 @@ def _page(sp: dict[str, Any]) -> str:
             f'<td>{escape(c["status"])}</td></tr>' for c in comps)
         parts.append("<table><tr><th>component</th><th>group</th><th>status</th></tr>"
                      + cells + "</table>")
+    dropped = {k: v for k, v in (sp.get("dropped") or {}).items() if v}
+    if dropped:  # the page's limits (max_components, max_incidents, max_label_chars) at work
+        parts.append('<p class="muted">Not shown, beyond this page\'s limits: '
+                     + escape(", ".join(f"{n} {what}" if what != "labels" else f"{n} labels cut short"
+                                        for what, n in dropped.items())) + "</p>")
     return "".join(parts)
 
 

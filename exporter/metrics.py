@@ -78,6 +78,11 @@ STATUSPAGE_INCIDENT_INFO = MetricSpec(
     "statuspage_incident_info", "gauge",
     "One series per unresolved incident, value 1.",
     ("upstream", "incident_id", "name", "impact", "status", "shortlink"))
+STATUSPAGE_DROPPED = MetricSpec(
+    "statuspage_dropped_items", "gauge",
+    "Items of the last parsed status page left out by its limits, by what: components and "
+    "incidents and maintenances beyond max_components and max_incidents, labels cut at "
+    "max_label_chars.", ("upstream", "what"))
 STATUSPAGE_MAINTENANCE_ACTIVE = MetricSpec(
     "statuspage_maintenance_active", "gauge",
     "1 while a scheduled maintenance is in progress or verifying.", ("upstream",))
@@ -306,6 +311,11 @@ EXPORTER_PROBE_REQUESTS = MetricSpec(
     "exporter_probe_requests_total", "counter",
     "Requests to /probe, by module and outcome (ok, refused, unknown_module, busy).",
     ("module", "outcome"))
+
+EXPORTER_CHECK_CRASHES = MetricSpec(
+    "exporter_check_crashes", "counter",
+    "Runs of a check that failed inside the exporter (a prober, recording or rendering "
+    "raised); the check's loop goes on. 0 in a healthy exporter.", CHECK_NO_KIND)
 
 STATE_SETS: dict[str, tuple[str, ...]] = {
     "indicator": ("none", "minor", "major", "critical", "maintenance", "unknown"),

@@ -12,7 +12,10 @@ any run of characters, ``?`` one character, nothing else special), so the
 endpoint is no open proxy. Before matching, the target must be well formed for the module's
 kind, with a strict host (a DNS name of letters, digits, '-', '_' and dots, or an IP literal),
 and for URL kinds the host must also match the pattern's host on its own, so that a ``*`` in
-a pattern cannot stretch from the path into the host. At most ``MAX_CONCURRENT`` probes run at
+a pattern cannot stretch from the path into the host. A pattern whose host is an address
+(``10.0.0.*:443``, ``[fd00::*]:*``) matches IP literals only, never a name that happens to
+start with digits (``10.0.0.evil.test:443``); a name is allowed by such patterns only when
+every address it resolves to is (``check_resolved``, run per request). At most ``MAX_CONCURRENT`` probes run at
 once in one process (with ``--web.probe-workers=N``, in each of the N+1 processes); past that
 the answer is 429.
 
@@ -30,6 +33,7 @@ import functools
 import ipaddress
 import logging
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -41,6 +45,8 @@ from aiohttp import web
 
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample, probers
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
 from exporter.config import (
     TARGET_KEY,
     CheckConfig,
@@ -49,6 +55,7 @@ from exporter.config import (
     parse_host_port,
     parse_url,
 )
+from exporter.scheduler import clean_result
 from exporter.secrets import SECRETS
 
 log = logging.getLogger("exporter.probe")
@@ -114,11 +121,47 @@ def _ip_version(text: str) -> int:
         return 0
 
 
-def check_target(module: CheckConfig, target: str) -> None:
-    """Raise TargetError unless ``target`` is well formed and allowed for ``module``."""
+MAX_TARGET_CHARS = 2048
+_ADDRESS4_PATTERN = re.compile(r"^[0-9.*?]*[0-9][0-9.*?]*$")
+_ADDRESS6_PATTERN = re.compile(r"^\[?[0-9A-Fa-f:.*?]*:[0-9A-Fa-f:.*?]*\]?$")
+
+
+def _split_host(netloc: str, has_port: bool) -> str:
+    """The host of ``host:port`` (``[v6]:port``), or of a bare host when ``has_port`` is
+    false."""
+    if not has_port:
+        return netloc
+    if netloc.startswith("["):
+        return netloc[: netloc.find("]") + 1] if "]" in netloc else netloc
+    return netloc.rpartition(":")[0] if ":" in netloc else netloc
+
+
+def _pattern_host_of(module: CheckConfig, pattern: str) -> str:
+    key = TARGET_KEY[module.kind]
+    if key == "url":
+        return _split_host(_pattern_netloc(pattern), True)
+    return _split_host(pattern, module.kind in ("tcp", "tls"))
+
+
+def is_address_pattern(host: str) -> bool:
+    """A host pattern that spells an address (digits and dots, or hex and colons, with
+    wildcards): it stands for addresses only. A lone ``*`` is no address pattern."""
+    return bool(_ADDRESS4_PATTERN.match(host) and "." in host) or bool(
+        _ADDRESS6_PATTERN.match(host))
+
+
+def check_target(module: CheckConfig, target: str) -> str | None:
+    """Raise TargetError unless ``target`` is well formed and allowed for ``module``.
+
+    Returns None when the target is allowed as written, or a host name that the caller must
+    resolve and pass to ``check_resolved``: the name matched nothing, but the module has
+    address patterns that its addresses may match."""
     if not target:
         raise TargetError(400, "bad_request", "target parameter is missing")
-    if any(c.isspace() or not c.isprintable() for c in target) or len(target) > 2048:
+    if len(target) > MAX_TARGET_CHARS:
+        raise TargetError(400, "bad_request", f"target is longer than {MAX_TARGET_CHARS} "
+                                              "characters")
+    if any(c.isspace() or not c.isprintable() for c in target):
         raise TargetError(400, "bad_request", "target contains spaces or control characters")
     key = TARGET_KEY[module.kind]
     try:
@@ -139,15 +182,84 @@ def check_target(module: CheckConfig, target: str) -> None:
     if not valid_host(bare, port_follows=module.kind != "icmp" and module.kind != "dns"):
         raise TargetError(400, "bad_request", f"target host {bare!r} is not a host name or an "
                                               "IP address")
+    literal = _ip_version(bare.strip("[]")) != 0
+    if _allowed(module, target, host, literal):
+        return None
+    if not literal and _could_resolve_into(module, target, bare):
+        return bare
+    raise _refused(module, target)
+
+
+def _could_resolve_into(module: CheckConfig, target: str, name: str) -> bool:
+    """Whether some address pattern would allow ``target`` with an address for ``name``:
+    the rest of the target (scheme, port, path) must already fit, so that a name no address
+    could help is refused without a lookup."""
     for pattern in module.allowed_targets:
+        pattern_host = _pattern_host_of(module, pattern)
+        if is_address_pattern(pattern_host):
+            stand_in = _replace_host(module, target, name, pattern_host)
+            host = urlsplit(stand_in).netloc if TARGET_KEY[module.kind] == "url" else stand_in
+            if glob_match(stand_in, pattern) and (TARGET_KEY[module.kind] != "url" or glob_match(
+                    host, _pattern_netloc(pattern))):
+                return True
+    return False
+
+
+def _allowed(module: CheckConfig, target: str, host: str, literal: bool) -> bool:
+    key = TARGET_KEY[module.kind]
+    for pattern in module.allowed_targets:
+        if not literal and is_address_pattern(_pattern_host_of(module, pattern)):
+            continue  # an address pattern never matches a name as text
         if not glob_match(target, pattern):
             continue
         if key == "url" and not glob_match(host, _pattern_netloc(pattern)):
             continue
-        return
-    raise TargetError(403, "refused", f"target {target!r} is not allowed for module "
-                                      f"{module.name!r}; it must match one of its "
-                                      "allowed_targets")
+        return True
+    return False
+
+
+def _refused(module: CheckConfig, target: str, why: str = "") -> TargetError:
+    return TargetError(403, "refused", f"target {target!r} is not allowed for module "
+                                       f"{module.name!r}; it must match one of its "
+                                       f"allowed_targets{why}")
+
+
+RESOLVE_TIMEOUT = 2.0
+
+
+async def check_resolved(module: CheckConfig, target: str, name: str) -> None:
+    """Raise TargetError unless every address ``name`` resolves to, put in its place in
+    ``target``, is allowed by the module's address patterns."""
+    loop = asyncio.get_running_loop()
+    family = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}.get(module.ip_protocol,
+                                                                  socket.AF_UNSPEC)
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT):
+            infos = await loop.getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError, UnicodeError):
+        raise _refused(module, target, f" (the name {name!r} does not resolve, so its "
+                                       "addresses cannot be checked)") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if not addresses:
+        raise _refused(module, target, f" ({name!r} resolves to no address)")
+    for address in addresses:
+        spelled = f"[{address}]" if ":" in address and module.kind not in ("icmp", "dns") \
+            else address
+        candidate = _replace_host(module, target, name, spelled)
+        host = urlsplit(candidate).netloc if TARGET_KEY[module.kind] == "url" else candidate
+        if not _allowed(module, candidate, host, literal=True):
+            raise _refused(module, target, f" ({name!r} resolves to {address}, which no "
+                                           "address pattern allows)")
+
+
+def _replace_host(module: CheckConfig, target: str, name: str, address: str) -> str:
+    if TARGET_KEY[module.kind] == "url":
+        parts = urlsplit(target)
+        netloc = address + (f":{parts.port}" if parts.port is not None else "")
+        return parts._replace(netloc=netloc).geturl()
+    if module.kind in ("tcp", "tls"):
+        return address + ":" + target.rpartition(":")[2]
+    return address
 
 
 @functools.lru_cache(maxsize=1024)
@@ -367,7 +479,8 @@ PREPARED_MAX = 1024  # remembered (module, target, timeout) combinations; the ol
 # the module (dataclasses.replace) once per combination instead of once per request saves
 # about a tenth of a tcp probe's CPU. An entry counts only while its module is the very object
 # the running config holds, so a reload takes effect at once.
-_prepared: dict[tuple[str, str, float], tuple[CheckConfig, CheckConfig, logging.Logger]] = {}
+_prepared: dict[tuple[str, str, float],
+                tuple[CheckConfig, CheckConfig, logging.Logger, str | None]] = {}
 _runtime_key: Any = None  # exporter.web.RUNTIME_KEY, looked up on first use (web imports us)
 
 
@@ -383,17 +496,25 @@ def probe_check(module: CheckConfig, target: str, limit: float) -> CheckConfig:
 def prepare(module: CheckConfig, target: str, limit: float,
             ) -> tuple[CheckConfig, logging.Logger]:
     """Check ``target`` (raises TargetError), then the run's config and logger, remembered."""
+    check, logger, _ = prepare_with_name(module, target, limit)
+    return check, logger
+
+
+def prepare_with_name(module: CheckConfig, target: str, limit: float,
+                      ) -> tuple[CheckConfig, logging.Logger, str | None]:
+    """``prepare`` plus the host name the caller must resolve and check (check_resolved),
+    or None when the target is allowed as written."""
     key = (module.name, target, limit)
     hit = _prepared.get(key)
     if hit is not None and hit[0] is module:
-        return hit[1], hit[2]
-    check_target(module, target)
+        return hit[1], hit[2], hit[3]
+    name = check_target(module, target)
     check = probe_check(module, target, limit)
     logger = logging.getLogger(f"exporter.probe.{module.name}")
     if len(_prepared) >= PREPARED_MAX and key not in _prepared:
         del _prepared[next(iter(_prepared))]
-    _prepared[key] = (module, check, logger)
-    return check, logger
+    _prepared[key] = (module, check, logger, name)
+    return check, logger, name
 
 
 async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logging.Logger,
@@ -412,9 +533,13 @@ async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logg
         result = Result(False, time.perf_counter() - start, "timeout",
                         f"timed out after {limit:g}s")
     except Exception as exc:
-        logger.exception("prober crashed")
-        result = Result(False, time.perf_counter() - start, "internal",
-                        f"internal error: {exc.__class__.__name__}")
+        if (local := local_resource_error(exc)) is not None:  # out of fds: ours, no bug
+            result = Result(False, time.perf_counter() - start, LOCAL_RESOURCES, local)
+        else:
+            logger.exception("prober crashed")
+            result = Result(False, time.perf_counter() - start, "internal",
+                            f"internal error: {exc.__class__.__name__}")
+    result = clean_result(result, labels=True)
     if keep_log and ctx.lines and not result.log:
         result = dataclasses.replace(result, log=tuple(ctx.lines))
     return result
@@ -446,16 +571,20 @@ async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | N
     target = query.get("target", "")
     timeout = probe_timeout(module, scrape_timeout)
     try:
-        check, logger = prepare(module, target, timeout)
+        check, logger, name = prepare_with_name(module, target, timeout)
     except TargetError as exc:
         return _refusal(module_name, exc.outcome, exc.status, exc.message)
     if _in_flight >= MAX_CONCURRENT:
         return _refusal(module_name, "busy", 429, f"too many probes running at once (limit "
                                                   f"{MAX_CONCURRENT}); retry later")
     debug = query.get("debug", "").lower() == "true"
-    _in_flight += 1
+    _in_flight += 1  # a lookup counts as a probe running: lookups are bounded the same way
     try:
+        if name is not None:  # allowed only if its addresses are: resolved on every request
+            await check_resolved(module, target, name)
         result = await run_probe(check, timeout, runtime.session, logger, keep_log=debug)
+    except TargetError as exc:
+        return _refusal(module_name, exc.outcome, exc.status, exc.message)
     finally:
         _in_flight -= 1
     _requests[(module_name, "ok")] += 1

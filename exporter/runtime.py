@@ -1,6 +1,8 @@
 """The running exporter: config, scheduler, state, verdicts and collector wired together, with
-reload. A reload is synchronous from parse to swap, so a storm of SIGHUPs cannot interleave; a
-bad new config is rejected whole and the old one keeps running."""
+reload. A reload parses the new config in a worker thread (``preload``), so that a large
+config never freezes the event loop (/-/healthy, scrapes), then swaps synchronously; reloads
+queue on one lock, so a storm of SIGHUPs cannot interleave. A bad new config is rejected
+whole and the old one keeps running."""
 
 from __future__ import annotations
 
@@ -67,6 +69,8 @@ class Runtime:
         self._gc_threshold: tuple[int, int, int] | None = None
         self._gc_frozen = False
         self.started_at = time.time()
+        self.reload_lock = asyncio.Lock()
+        self._preloaded: Config | ConfigError | None = None
 
     async def start(self) -> None:
         icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
@@ -99,9 +103,22 @@ class Runtime:
             self._gc_threshold = None
         self._thaw()
 
-    def reload(self) -> tuple[bool, str]:
+    async def preload(self) -> None:
+        """Parse the config for the next ``reload`` in a worker thread (hold reload_lock)."""
+        self._preloaded = await asyncio.to_thread(self._load_or_error)
+
+    def _load_or_error(self) -> Config | ConfigError:
         try:
-            new = with_vantage(self.load(), self.vantage_flag)
+            return self.load()
+        except ConfigError as exc:
+            return exc
+
+    def reload(self) -> tuple[bool, str]:
+        preloaded, self._preloaded = self._preloaded, None
+        try:
+            if isinstance(preloaded, ConfigError):
+                raise preloaded
+            new = with_vantage(preloaded or self.load(), self.vantage_flag)
         except ConfigError as exc:
             self.state.reload_success = 0.0
             for issue in exc.issues:

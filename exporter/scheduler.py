@@ -4,6 +4,17 @@ One task per check. Start times are splayed so checks do not fire together; each
 ``first + k * interval`` on the monotonic clock, so there is no drift, and a run that overruns
 skips the ticks it missed instead of piling up. A reload cancels only the checks whose config
 changed. The logic of one run lives in ``run_once`` so tests can call it directly.
+
+Supervised: whatever fails inside the exporter during a run (the prober, recording the
+result, the ``on_result`` hook that renders it) is counted in
+``exporter_check_crashes_total{upstream,check}``, logged with its traceback once per distinct
+cause (then at debug level), and the check's loop goes on at its next tick.
+
+Back-off: a run may ask for a pause (``details["backoff_seconds"]``, from Retry-After or a
+status page's failure back-off). When a *successful* run asks for longer than the interval,
+every tick until the pause ends records a failed run with reason ``backoff`` instead of
+leaving the good result on show past its interval: what the check last saw is older than
+the check promises, and it says so.
 """
 
 from __future__ import annotations
@@ -17,7 +28,10 @@ from dataclasses import replace
 
 import aiohttp
 
-from exporter.checks import ProbeContext, Result, probers
+from exporter.checks import ProbeContext, Result, Sample, probers
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
+from exporter.checks.safejson import clean
 from exporter.config import POLLED_KINDS, CheckConfig, Config
 from exporter.secrets import SECRETS
 from exporter.state import StateStore
@@ -26,6 +40,8 @@ log = logging.getLogger("exporter.scheduler")
 
 MIN_SPLAY = 2.0  # seconds over which a small config's first runs are spread
 STARTS_PER_SECOND = 500  # a large config spreads its first runs at about this rate
+BACKOFF_REASON = "backoff"
+MAX_CAUSES = 1000  # distinct crash causes remembered for log-once; then all log at debug
 
 
 class Scheduler:
@@ -37,6 +53,7 @@ class Scheduler:
         self.tasks: dict[tuple[str, str], tuple[CheckConfig, asyncio.Task[None]]] = {}
         self.memos: dict[tuple[str, str], dict[str, object]] = {}
         self.config: Config | None = None
+        self.causes: set[tuple[str, ...]] = set()  # crash causes already logged in full
 
     def apply(self, config: Config) -> None:
         """Start, keep or restart check tasks to match ``config``."""
@@ -82,22 +99,52 @@ class Scheduler:
         start = loop.time()
         due = start + first
         anchor = start + phase  # steady state: runs are due at anchor + k * interval
+        paused: Result | None = None  # a successful run that asked for a pause past the interval
+        paused_until = asked = 0.0
         while True:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.state.observe_lag(loop.time() - due)
-            result = await self.run_once(check, self.memo_for(check))
-            self.state.record(check, result)
-            if self.on_result is not None:
-                self.on_result(check, result)
+            backoff = 0.0
+            try:
+                self.state.observe_lag(loop.time() - due)
+                if paused is not None and loop.time() < paused_until:
+                    result = backing_off(paused, asked, paused_until - loop.time())
+                else:
+                    result = await self.run_once(check, self.memo_for(check))
+                    backoff = _seconds(result.details.get("backoff_seconds"))
+                    paused = None
+                    if result.success and backoff > check.interval:
+                        paused, paused_until, asked = result, loop.time() + backoff, backoff
+                        backoff = 0.0
+                self.state.record(check, result)
+                if self.on_result is not None:
+                    self.on_result(check, result)
+            except Exception as exc:  # recording or rendering failed: count it, carry on
+                self.crashed(check, "recording", exc)
             now = loop.time()
-            backoff = float(result.details.get("backoff_seconds") or 0.0)
             # The next tick at least half an interval on (so the move from the quick first run
             # to the steady phase never runs a check twice in a row), skipping ticks that passed
             # while the run or its backoff lasted: no pile-up, no drift.
             earliest = max(due + check.interval / 2, now + backoff)
             due = anchor + max(0, math.ceil((earliest - anchor) / check.interval)) * check.interval
+
+    def crashed(self, check: CheckConfig, where: str, exc: BaseException) -> None:
+        """Count a failure inside the exporter and log it in full once per distinct cause."""
+        self.state.crashed(check)
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        site = (f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "")
+        cause = (check.upstream, check.name, where, type(exc).__name__, site)
+        logger = logging.getLogger(f"exporter.check.{check.upstream}.{check.name}")
+        if cause in self.causes or len(self.causes) >= MAX_CAUSES:
+            logger.debug("%s failed again: %s", where, type(exc).__name__)
+            return
+        self.causes.add(cause)
+        logger.error("%s failed inside the exporter (counted in exporter_check_crashes_total; "
+                     "logged once per cause): %s", where, type(exc).__name__, exc_info=exc,
+                     extra={"check": check.name})
 
     async def run_once(self, check: CheckConfig, memo: dict[str, object] | None = None) -> Result:
         """Run one check with its timeout; never raises except on cancellation."""
@@ -115,17 +162,58 @@ class Scheduler:
             result = Result(False, time.perf_counter() - start, "timeout",
                             f"timed out after {check.timeout:g}s")
         except Exception as exc:  # a prober bug must not kill the check's loop
-            logger.exception("prober crashed", extra={"check": check.name})
-            # A page that crashes the parser is a page we cannot read: "schema" in the SPEC's set.
-            reason = "schema" if check.kind in POLLED_KINDS else "internal"
-            result = Result(False, time.perf_counter() - start, reason,
-                            f"internal error: {exc.__class__.__name__}")
+            local = local_resource_error(exc)
+            if local is not None:  # out of file descriptors: ours, and no bug
+                result = Result(False, time.perf_counter() - start, LOCAL_RESOURCES, local)
+            else:
+                self.crashed(check, "the prober", exc)
+                # A page that crashes the parser is a page we cannot read: "schema" in the
+                # SPEC's set.
+                reason = "schema" if check.kind in POLLED_KINDS else "internal"
+                result = Result(False, time.perf_counter() - start, reason,
+                                f"internal error: {exc.__class__.__name__}")
         if ctx.lines and not result.log:
             result = replace(result, log=tuple(ctx.lines))
+        result = clean_result(result, labels=True)
         if not result.success:
             logger.debug("check failed", extra={"reason": result.reason,
                                                 "error": SECRETS.scrub(result.error)})
         return result
+
+
+def backing_off(last: Result, asked: float, left: float) -> Result:
+    """The run of a tick that falls inside a pause the upstream asked for. Its gauges stay
+    those of the last answer (they describe that answer: status code, Retry-After)."""
+    error = (f"backing off: the upstream asked for a {asked:.0f}s pause (Retry-After); "
+             f"next request in {left:.0f}s")
+    return Result(False, 0.0, BACKOFF_REASON, error, gauges=last.gauges,
+                  details={"backoff_seconds": left, "backing_off": True})
+
+
+def _seconds(value: object) -> float:
+    try:
+        seconds = float(value) if isinstance(value, (int, float, str)) else 0.0
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def clean_result(result: Result, labels: bool) -> Result:
+    """``result`` with lone surrogates replaced in its error, its log and (``labels``) its
+    label values, whatever prober made it: such text cannot be encoded, so it would break
+    every later rendering. Status pages clean theirs while parsing."""
+    changes: dict[str, object] = {}
+    if not result.error.isascii() and (error := clean(result.error)) != result.error:
+        changes["error"] = error
+    if any(not line.isascii() for line in result.log):
+        changes["log"] = tuple(clean(line) for line in result.log)
+    if labels:
+        for name in ("gauges", "counters", "observations"):
+            samples: tuple[Sample, ...] = getattr(result, name)
+            if any(not v.isascii() for s in samples for v in s.labels.values()):
+                changes[name] = tuple(replace(s, labels={k: clean(v) for k, v in
+                                                         s.labels.items()}) for s in samples)
+    return replace(result, **changes) if changes else result  # type: ignore[arg-type]
 
 
 def _identity(check: CheckConfig) -> tuple[str, str | None, str | None, str]:

@@ -2,18 +2,65 @@
 
 Every value read is registered with the log redaction filter, so even an exception message
 that happens to quote a header cannot leak it into a log line. Files are re-read on reload.
+
+``scrub`` is the one secret scrubber of the exporter: probes, debug pages, /api/v1/status and
+the log all go through it. It removes a known secret, any run of ``MIN_RUN`` or more of its
+characters (an upstream that echoes part of a key, "sk-ant-api03-Ab...", or a key cut at a
+line end), and anything shaped like an API key.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from exporter.config import CheckConfig
 
-REDACTED = "<redacted>"
+REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
+MIN_RUN = 8  # a shared run of this many characters with a secret counts as an echo of it
+# Anything that looks like an API key ("sk-ant-...", "sk-proj-...", OpenAI's masked echo
+# "sk-abc*****wxyz") is cut out of texts, besides the configured keys themselves.
+KEYLIKE = re.compile(r"sk-[A-Za-z0-9_*\-]{4,}")
+
+
+def _runs(secrets: Iterable[str]) -> set[str]:
+    grams: set[str] = set()
+    for secret in secrets:
+        grams.update(secret[i:i + MIN_RUN] for i in range(len(secret) - MIN_RUN + 1))
+    return grams
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` without the secrets, any ``MIN_RUN``-character run of one, or key-like words."""
+    known = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    grams = _runs(s for s in known if len(s) >= MIN_RUN)
+    if grams and len(text) >= MIN_RUN:
+        covered = bytearray(len(text))
+        hit = False
+        for i in range(len(text) - MIN_RUN + 1):
+            if text[i:i + MIN_RUN] in grams:
+                covered[i:i + MIN_RUN] = b"\x01" * MIN_RUN
+                hit = True
+        if hit:
+            out: list[str] = []
+            i = 0
+            while i < len(text):
+                if covered[i]:
+                    while i < len(text) and covered[i]:
+                        i += 1
+                    out.append(REDACTED)
+                else:
+                    out.append(text[i])
+                    i += 1
+            text = "".join(out)
+    return KEYLIKE.sub(REDACTED, text)
 
 
 class Secrets:
@@ -38,7 +85,8 @@ class Secrets:
 
     def _read(self, source: str, where: str) -> str | None:
         if source == "env":
-            value = os.environ.get(where)
+            # A value set from a file or a heredoc often ends in a newline: not part of the key.
+            value = (os.environ.get(where) or "").strip()
         else:
             try:
                 value = Path(where).read_text(encoding="utf-8").strip()
@@ -50,11 +98,8 @@ class Secrets:
             self.known.add(value)
         return value or None
 
-    def scrub(self, text: str) -> str:
-        for secret in self.known:
-            if len(secret) >= MIN_SECRET_LENGTH and secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+    def scrub(self, text: str, *extra: str | None) -> str:
+        return scrub(text, *self.known, *extra)
 
 
 SECRETS = Secrets()

@@ -8,6 +8,7 @@ reload are dropped so their series disappear.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -142,6 +143,9 @@ class StateStore:
                 state = self.checks[key] = CheckState(check)
             elif state.check != check:
                 state.check = check  # a changed check restarts; an equal one keeps running
+            # Present from the start at 0, so a rate() over it works before the first crash.
+            state.counters.setdefault(
+                (m.EXPORTER_CHECK_CRASHES, state.label_values(m.EXPORTER_CHECK_CRASHES)), 0.0)
             state.verdict_cfg = cfgs.get(check.upstream, config.control_verdict)
             state.version += 1
         self.dirty.update(u.name for u in config.upstreams)
@@ -176,15 +180,28 @@ class StateStore:
                 hist = state.histograms[hist_key] = Histogram(m.PROBE_LATENCY.buckets)
             hist.observe(result.duration_seconds)
         for sample in result.counters:
+            if not 0.0 < sample.value < math.inf:  # counters only go up, whatever a prober says
+                continue
             key = (sample.metric, state.label_values(sample.metric, sample))
             state.counters[key] = state.counters.get(key, 0.0) + sample.value
         for sample in result.observations:
+            if not math.isfinite(sample.value):
+                continue
             key = (sample.metric, state.label_values(sample.metric, sample))
             hist = state.histograms.get(key)
             if hist is None:
                 hist = state.histograms[key] = Histogram(sample.metric.buckets)
             hist.observe(sample.value)
         return state
+
+    def crashed(self, check: CheckConfig) -> None:
+        """Count a run that failed inside the exporter (exporter_check_crashes_total)."""
+        state = self.checks.get(check.key)
+        if state is None:
+            return
+        key = (m.EXPORTER_CHECK_CRASHES, state.label_values(m.EXPORTER_CHECK_CRASHES))
+        state.counters[key] = state.counters.get(key, 0.0) + 1.0
+        state.version += 1
 
     def observe_lag(self, seconds: float) -> None:
         self.scheduler_lag.observe(max(0.0, seconds))

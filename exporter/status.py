@@ -1,14 +1,18 @@
 """The explanation of every verdict as plain data: /api/v1/status, the landing page and the
 `check` command all render this one structure. It never carries a secret: targets are URLs and
-host names from the config (which rejects credentials in URLs) and errors are scrubbed."""
+host names from the config (which rejects credentials in URLs) and errors are scrubbed.
+Whatever an upstream sent, the structure is valid JSON: no NaN or Infinity (``json_safe``
+turns them into null) and no lone surrogates."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from exporter import __version__
-from exporter.checks.statuspage import Page
+from exporter.checks.safejson import clean
+from exporter.checks.statuspage import DROPPED, Page
 from exporter.config import POLLED_KINDS, Config
 from exporter.metrics import WITNESSES
 from exporter.secrets import SECRETS
@@ -44,6 +48,8 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
             age_seconds=round(max(0.0, now - last.finished_at), 3),
             last_run=last.finished_at,
         )
+        if last.details.get("backing_off"):
+            out["backing_off_seconds"] = last.details.get("backoff_seconds")
     return out
 
 
@@ -67,6 +73,8 @@ def page_status(state: CheckState, now: float) -> dict[str, Any]:
              "scheduled_for": mt.scheduled_for, "scheduled_until": mt.scheduled_until}
             for mt in page.maintenances
         ]
+        # The page's limits at work (statuspage_dropped_items): what is not shown above.
+        out["dropped"] = {what: page.dropped.get(what, 0) for what in DROPPED}
     return out
 
 
@@ -96,6 +104,19 @@ def witness_status(state: CheckState, now: float) -> dict[str, Any]:
             {"id": i.id, "name": i.name, "severity": i.severity, "service": i.service_label,
              "region": i.region_label, "began": i.began, "url": i.url} for i in dep.incidents]
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None and text free of lone surrogates."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
@@ -144,4 +165,4 @@ def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
     }
     if extra:
         out.update(extra)
-    return out
+    return json_safe(out)  # type: ignore[no-any-return]

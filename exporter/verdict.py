@@ -48,7 +48,9 @@ API_KINDS = ("anthropic", "openai", "http")
 OWN_QUOTA_REASONS = frozenset({"auth", "permission", "billing", "spend_limit"})
 # Failures where the API answered: not evidence of an outage on their side.
 ANSWERED_REASONS = OWN_QUOTA_REASONS | {"rate_limited", "budget_exhausted", "bad_request",
-                                         "not_found"}
+                                         "not_found", "backoff"}
+# Failures of our own making (out of file descriptors): like a broken local network.
+LOCAL_REASONS = frozenset({"local_resources"})
 OUTAGE_STATUSES = ("partial_outage", "major_outage")
 VERDICTS = ("operational", "degraded", "outage", "maintenance", "own_quota", "local_network",
             "unknown")
@@ -203,6 +205,14 @@ def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Pag
             f"{len(control_down)} of {len(control_ran)} control checks are down: {names}; "
             "the problem is on this side of the network",), ("control",))
 
+    local = [c for c in (*ran, *control_ran) if not c.last_success
+             and c.last_reason in LOCAL_REASONS]
+    if local:
+        names = ", ".join(f"{c.name} ({c.last_reason})" for c in local)
+        return Decision("local_network", (
+            f"this exporter is out of local resources (file descriptors): {names}; "
+            "nothing it sees of the provider can be trusted",), ("probes",))
+
     linked = linked_components(checks, page)
     states = {cid: page.components[cid].status for cid in linked} if page else {}
 
@@ -216,8 +226,10 @@ def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Pag
 
     page_outage = sorted(cid for cid, st in states.items() if st in OUTAGE_STATUSES)
     page_degraded = sorted(cid for cid, st in states.items() if st == "degraded_performance")
+    # A state the page spells in a way we do not know is never read as operational.
+    page_unknown = sorted(cid for cid, st in states.items() if st == "unknown")
     incidents = linked_incidents(page, linked)
-    page_green = not page_outage and not page_degraded and not incidents
+    page_green = not page_outage and not page_degraded and not incidents and not page_unknown
 
     # A refusal of our account is definitive at once; a rate limit only once it persists.
     quota = [c for c in ran if c.kind in API_KINDS and not c.last_success
@@ -273,10 +285,13 @@ def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Pag
             f"{c.name} ({c.last_reason or 'failing'})" for c in net_down))
     if signals:
         decided.append("probes")
-    if (page_degraded or incidents) and page is not None:
+    if (page_degraded or incidents or page_unknown) and page is not None:
         if page_degraded:
             signals.append("the status page shows " + _names(page, page_degraded)
                            + " degraded_performance")
+        if page_unknown:
+            signals.append("the status page shows " + _names(page, page_unknown)
+                           + " in a state this exporter does not know")
         for incident in incidents:
             signals.append(f"open incident: {incident.name} ({incident.impact})")
         decided.append("statuspage")

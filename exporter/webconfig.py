@@ -66,7 +66,10 @@ IGNORED_TLS_KEYS = ("cipher_suites", "prefer_server_cipher_suites", "curve_prefe
 ALLOWED_HEADERS = {h.lower(): h for h in (
     "Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
     "X-XSS-Protection", "Content-Security-Policy")}
-BCRYPT_RE = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
+# $2a$, $2b$ or $2y$, a cost, 22 characters of salt and 31 of hash. $2$ and $2x$ are old,
+# broken variants that the bcrypt library refuses at login time (a 500): refused here.
+BCRYPT_RE = re.compile(r"^\$2[aby]\$(\d\d)\$([./A-Za-z0-9]{22})[./A-Za-z0-9]{31}$")
+BCRYPT_COSTS = (4, 20)  # bcrypt allows 4-31; past 20 one login takes minutes (a self-DoS)
 BCRYPT_MAX_PASSWORD = 72  # bcrypt only ever uses the first 72 bytes
 BCRYPT_THREADS = 2  # verifications at once, off the event loop
 BCRYPT_QUEUE = 64  # verifications waiting beyond that are answered 429 at once
@@ -279,9 +282,10 @@ class _Parser:
         for user, hashed in value.items():
             if not user or ":" in user:
                 self.error((*path, user), "a user name must be non-empty and contain no ':'")
-            elif not isinstance(hashed, str) or not BCRYPT_RE.match(hashed):
+            elif not isinstance(hashed, str) or not _valid_bcrypt(hashed):
                 # Never echo the value: it may be a password pasted in by mistake.
-                self.error((*path, user), "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 "
+                self.error((*path, user), "must be a bcrypt hash ($2a$, $2b$ or $2y$, cost "
+                                          f"{BCRYPT_COSTS[0]} to {BCRYPT_COSTS[1]}, 60 "
                                           "characters), for example from htpasswd -nBC 12")
             else:
                 users[user] = hashed.encode()
@@ -476,6 +480,19 @@ class WebGuard:
             return bool(bcrypt.checkpw(password, hashed))
         except ValueError:
             return False
+
+
+def _valid_bcrypt(hashed: str) -> bool:
+    """A hash bcrypt will accept at login: its shape, a sane cost, and a salt the library
+    decodes (tried at the cheapest cost, about a millisecond)."""
+    match = BCRYPT_RE.match(hashed)
+    if match is None or not BCRYPT_COSTS[0] <= int(match.group(1)) <= BCRYPT_COSTS[1]:
+        return False
+    try:
+        bcrypt.hashpw(b"", f"$2b$04${match.group(2)}".encode())
+    except ValueError:
+        return False
+    return True
 
 
 def _unauthorized() -> web.Response:

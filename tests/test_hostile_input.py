@@ -5,7 +5,9 @@ result is a value or the module's own clear error, never another exception.
   it feeds: gauges, the state store, the verdicts and the /metrics text (which must parse);
 - the SSE parser, on arbitrary bytes in arbitrary chunks (and chunking never changes the events);
 - the config loader and the web-config loader, on arbitrary text and on mutated valid configs;
-- /probe, through the real HTTP endpoint, with arbitrary module, target and debug values.
+- /probe, through the real HTTP endpoint, with arbitrary module, target and debug values;
+- round 2 shapes: lone surrogates (in the page properties' text), nesting depth, huge numbers,
+  a page's cardinality against its limits, and addresses in allowed_targets patterns.
 
 CI runs these with hypothesis' default settings; ``python -m bench.fuzz --minutes N`` runs the
 same properties for longer (docs/security.md has the last figures).
@@ -31,12 +33,28 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import webconfig
-from exporter.checks import Result
+from exporter import probe, webconfig
+from exporter import status as status_json
+from exporter.checks import Result, safejson
 from exporter.checks.sse import Event, SSEError, SSEParser
-from exporter.checks.statuspage import SchemaError, gauges, parse, unmatched_filters
+from exporter.checks.statuspage import (
+    DROPPED,
+    SchemaError,
+    apply_limits,
+    gauges,
+    parse,
+    parse_timestamp,
+    unmatched_filters,
+)
 from exporter.collector import Collector
-from exporter.config import Config, ConfigError, StatuspageConfig, UpstreamConfig, load_text
+from exporter.config import (
+    CheckConfig,
+    Config,
+    ConfigError,
+    StatuspageConfig,
+    UpstreamConfig,
+    load_text,
+)
 from exporter.state import StateStore
 from exporter.verdict import Verdicts
 
@@ -49,7 +67,11 @@ PAGE_KEYS = ("page", "status", "components", "incidents", "scheduled_maintenance
              "status", "indicator", "description", "updated_at", "created_at", "group",
              "group_id", "impact", "shortlink", "scheduled_for", "scheduled_until",
              "started_at", "resolved_at", "incident_updates", "position", "only_show_if_degraded")
-SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+# Text with lone surrogates, as json.loads makes of "\ud800" (case 1 of round 2).
+SURROGATE_TEXT = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+                         | st.characters(), max_size=20)
+HUGE = st.integers(-10**400, 10**400) | st.sampled_from([10**400, -(10**400), 2**1024, 1e308])
+SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | SURROGATE_TEXT | HUGE
            | st.floats(allow_nan=True, allow_infinity=True)
            | st.sampled_from(["operational", "major_outage", "partial_outage", "under_maintenance",
                               "degraded_performance", "critical", "minor", "none", "resolved",
@@ -88,6 +110,8 @@ def exercise_page(payload: Any) -> None:
     verdicts = Verdicts()
     verdicts.refresh(state, config)
     text = Collector(state, verdicts).render().decode()
+    status = status_json.build(config, state, verdicts, ready=True)
+    json.dumps(status, allow_nan=False, ensure_ascii=False).encode("utf-8")  # valid, encodable
     seen = set()
     for family in text_string_to_metric_families(text):  # must parse, whatever the page said
         for s in family.samples:
@@ -106,7 +130,7 @@ def test_statuspage_parser_on_any_json_value(payload: Any) -> None:
 
 @given(page_like)
 def test_statuspage_parser_on_page_shaped_objects(payload: dict[str, Any]) -> None:
-    exercise_page(payload)
+    exercise_page(payload | {"page": {"id": "p"}})  # named: the inside is what is explored
 
 
 # The project's own pages always; the real captures too where ../shared is present.
@@ -311,14 +335,17 @@ def test_web_config_loader_on_any_text(text: str) -> None:
 
 
 def probe_config(closed: int) -> str:
-    """Modules whose only allowed targets are a closed loopback port (and loopback names)."""
+    """Modules whose only allowed targets are a closed loopback port (and loopback names).
+
+    Only name patterns: under an address pattern a name target is allowed by what it
+    resolves to, and a random name would send a DNS query off this machine."""
     return f"""\
 control:
   - {{name: local, kind: tcp, target: "127.0.0.1:{closed}", interval: 30s, timeout: 1s}}
 modules:
-  http_2xx: {{kind: http, timeout: 1s, allowed_targets: ["http://127.0.0.1:{closed}/*"]}}
-  tcp_connect: {{kind: tcp, timeout: 1s, allowed_targets: ["127.0.0.1:{closed}", "[::1]:*"]}}
-  icmp: {{kind: icmp, timeout: 1s, allowed_targets: ["127.0.0.1"]}}
+  http_2xx: {{kind: http, timeout: 1s, allowed_targets: ["http://localhost:{closed}/*"]}}
+  tcp_connect: {{kind: tcp, timeout: 1s, allowed_targets: ["localhost:{closed}"]}}
+  icmp: {{kind: icmp, timeout: 1s, allowed_targets: ["localhost"]}}
   dns: {{kind: dns, timeout: 1s, resolver: "127.0.0.1:{closed}", allowed_targets: ["localhost"]}}
 """
 
@@ -337,6 +364,7 @@ MODULES = st.sampled_from(["http_2xx", "tcp_connect", "icmp", "dns", "", "HTTP_2
 
 def targets(closed: int) -> st.SearchStrategy[str]:
     near = st.sampled_from([f"http://127.0.0.1:{closed}/", f"127.0.0.1:{closed}", "127.0.0.1",
+                            f"http://localhost:{closed}/", f"localhost:{closed}",
                             f"http://127.0.0.1:{closed}@evil.test/", f"http://[::1]:{closed}/",
                             "[::1]:1", "::1", "localhost", f"http://127.0.0.1:{closed}/%00",
                             f"http://127.0.0.1:{closed}/..%2f..%2f"])
@@ -451,3 +479,90 @@ modules:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+# -- round 2: nesting, huge numbers, cardinality, addresses in patterns ----------------------------
+
+
+@given(st.integers(1, 200_000), st.sampled_from(["[", "{\"a\":", "[{\"b\":"]),
+       st.booleans())
+@example(100_000, "[", False)
+def test_safe_json_on_any_nesting_depth(depth: int, opener: str, closed: bool) -> None:
+    closer = {"[": "]", "{\"a\":": "}", "[{\"b\":": "}]"}[opener]
+    text = opener * depth + ("1" + closer * depth if closed else "")
+    try:
+        value = safejson.loads(text)
+    except json.JSONDecodeError:
+        return
+    exercise_page(value)
+
+
+@given(st.lists(st.sampled_from(["1", "9" * 400, "-" + "9" * 5000, "1e400", "-1e999", "NaN",
+                                 "Infinity", "2.5", '"\\ud800"', '"\\udfff x"', "1E308"]),
+                max_size=8))
+def test_safe_json_on_huge_numbers_and_escapes(items: list[str]) -> None:
+    rows = ",".join(f'{{"id": {v}, "name": {v}, "status": "operational"}}' for v in items)
+    first = items[0] if items else "0"
+    doc = f'{{"page": {{"id": "p", "updated_at": {first}}}, "components": [{rows}]}}'
+    value = safejson.loads(doc)
+    json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    for item in items:
+        stamp = parse_timestamp(safejson.loads(item))
+        assert stamp is None or (math.isfinite(stamp) and stamp >= 0)
+    exercise_page(value)
+
+
+@given(st.integers(0, 3000), st.integers(0, 400), st.integers(1, 2000), st.integers(1, 300),
+       st.integers(32, 300))
+def test_a_page_never_exports_more_than_its_limits(components: int, incidents: int,
+                                                   max_components: int, max_incidents: int,
+                                                   max_label_chars: int) -> None:
+    options = StatuspageConfig(url="http://127.0.0.1/", max_components=max_components,
+                               max_incidents=max_incidents, max_label_chars=max_label_chars)
+    payload = {"page": {"id": "p"},
+               "components": [{"id": f"c{i}" * (1 + i % 50), "name": "n" * (i % 400),
+                               "status": "operational"} for i in range(components)],
+               "incidents": [{"id": f"i{i}", "status": "investigating"} for i in range(incidents)]}
+    page = parse(payload, options)
+    assert len(page.components) == min(components, max_components)
+    assert len(page.open_incidents) == min(incidents, max_incidents)
+    assert page.dropped.get("components", 0) == max(0, components - max_components)
+    assert page.dropped.get("incidents", 0) == max(0, incidents - max_incidents)
+    assert set(page.dropped) <= set(DROPPED)
+    assert all(len(value) <= max_label_chars for sample in gauges(page)
+               for value in sample.labels.values())
+    assert apply_limits(page, options) == page  # bounded once is bounded
+
+
+OCTET = st.sampled_from(["*", "?", "1", "10", "0", "255", "1*", "??"])
+ADDRESS_PATTERN = st.lists(OCTET, min_size=2, max_size=4).map(".".join).filter(
+    probe.is_address_pattern)  # digits in it: "*.*" is a name pattern
+LABEL = st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)
+NAME = st.tuples(st.lists(st.from_regex(r"[0-9]{1,3}", fullmatch=True), min_size=1, max_size=4),
+                 st.lists(LABEL, min_size=1, max_size=3)).map(
+    lambda parts: ".".join(parts[0] + parts[1]))
+
+
+@given(st.sampled_from(["tcp", "icmp", "dns", "http"]), st.lists(ADDRESS_PATTERN, min_size=1,
+                                                                 max_size=3),
+       NAME | st.ip_addresses(v=4).map(str))
+@example("tcp", ["10.0.0.*"], "10.0.0.evil.test")
+def test_an_address_pattern_never_lets_a_name_through_as_text(kind: str, hosts: list[str],
+                                                              host: str) -> None:
+    def spell(h: str) -> str:
+        return {"tcp": f"{h}:443", "http": f"http://{h}:443/x"}.get(kind, h)
+
+    module = CheckConfig(upstream="probe", name="m", kind=kind,
+                         allowed_targets=tuple(spell(h) + ("*" if kind == "http" else "")
+                                               for h in hosts))
+    literal = probe._ip_version(host) != 0
+    try:
+        outcome = probe.check_target(module, spell(host))
+    except probe.TargetError as exc:
+        assert exc.status in (400, 403)
+        return
+    if literal:
+        assert outcome is None  # allowed as written, and only a literal may be
+        assert any(probe.glob_match(host, h) for h in hosts)
+    else:
+        assert outcome is not None  # a name waits for its addresses, never passes as text

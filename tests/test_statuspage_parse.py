@@ -23,6 +23,9 @@ from exporter.checks.statuspage import (
 )
 from exporter.config import StatuspageConfig
 
+# Every status-page document names its page; tests of other keys add this.
+NAMED: dict[str, Any] = {"page": {"id": "p", "name": "Test page"}}
+
 
 def load(name: str) -> Any:
     require_shared()
@@ -241,6 +244,9 @@ def test_only_metric_specs_the_prober_owns() -> None:
     None, [], [{"id": "x"}], "summary", 42, True, {}, {"data": []},
     {"components": "all fine"}, {"components": {"id": "x"}}, {"page": []}, {"status": "ok"},
     {"incidents": {}}, {"scheduled_maintenances": "none"},
+    # valid JSON without the page's required shape (hostile-input case 5)
+    {"status": {"code": 200}}, {"page": {}}, {"components": []}, {"page": {"id": ""}},
+    {"components": [{"id": "a", "status": "operational"}], "incidents": []},
 ], ids=repr)
 def test_not_a_status_page_is_a_schema_error(payload: Any) -> None:
     with pytest.raises(SchemaError):
@@ -251,14 +257,14 @@ def test_not_a_status_page_is_a_schema_error(payload: Any) -> None:
 
 
 @pytest.mark.parametrize(("payload", "indicator"), [
-    ({"status": {}}, "unknown"),
-    ({"status": None, "components": []}, "unknown"),
+    ({**NAMED, "status": {}}, "unknown"),
+    ({**NAMED, "status": None, "components": []}, "unknown"),
     ({"status": {"indicator": "none"}}, "none"),
     ({"status": {"indicator": "maintenance"}}, "maintenance"),
     ({"status": {"indicator": "MAJOR "}}, "major"),
     ({"status": {"indicator": "catastrophic"}}, "unknown"),
-    ({"status": {"indicator": 3}}, "unknown"),
-    ({"page": {}}, "unknown"),
+    ({**NAMED, "status": {"indicator": 3}}, "unknown"),
+    ({"page": {"name": "P"}}, "unknown"),
 ])
 def test_indicator(payload: dict[str, Any], indicator: str) -> None:
     assert parse(payload).indicator == indicator
@@ -284,25 +290,25 @@ def test_indicator(payload: dict[str, Any], indicator: str) -> None:
      ("a", "Zürich ☁️ 東京 \"quoted\"\nline", "", "degraded_performance")),
 ], ids=lambda v: json.dumps(v, ensure_ascii=True) if isinstance(v, dict) else None)
 def test_component_row(row: dict[str, Any], expected: tuple[str, str, str, str]) -> None:
-    page = parse({"components": [row]})
+    page = parse({**NAMED, "components": [row]})
     [c] = page.components.values()
     assert (c.id, c.name, c.group, c.status) == expected
 
 
 def test_rows_without_id_or_name_and_non_objects_are_skipped() -> None:
-    page = parse({"components": [None, "x", 5, [], {}, {"status": "major_outage"},
+    page = parse({**NAMED, "components": [None, "x", 5, [], {}, {"status": "major_outage"},
                                  {"id": "ok", "name": "OK", "status": "operational"}]})
     assert list(page.components) == ["ok"]
 
 
 def test_duplicate_ids_keep_the_first_row() -> None:
-    page = parse({"components": [{"id": "a", "name": "first", "status": "operational"},
+    page = parse({**NAMED, "components": [{"id": "a", "name": "first", "status": "operational"},
                                  {"id": "a", "name": "second", "status": "major_outage"}]})
     assert [(c.name, c.status) for c in page.components.values()] == [("first", "operational")]
 
 
 def test_duplicate_names_are_separate_components() -> None:
-    page = parse({"components": [{"id": "a", "name": "Search", "status": "operational"},
+    page = parse({**NAMED, "components": [{"id": "a", "name": "Search", "status": "operational"},
                                  {"id": "b", "name": "Search", "status": "major_outage"}]})
     assert {cid: c.status for cid, c in page.components.items()} == {
         "a": "operational", "b": "major_outage"}
@@ -317,13 +323,13 @@ def test_group_rows_are_not_components_but_label_children(group_row: dict[str, A
     child = {"id": "c", "name": "Child", "status": "operational"}
     if "components" not in group_row:
         child["group_id"] = "g"
-    page = parse({"components": [group_row, child]})
+    page = parse({**NAMED, "components": [group_row, child]})
     assert list(page.components) == ["c"]
     assert page.components["c"].group == "Group"
 
 
 def test_a_group_named_like_its_child_stays_out() -> None:
-    page = parse({"components": [
+    page = parse({**NAMED, "components": [
         {"id": "g", "name": "Canvas", "group": True, "components": ["c"], "status": "minor"},
         {"id": "c", "name": "Canvas", "group_id": "g", "group": False,
          "status": "degraded_performance"},
@@ -333,7 +339,7 @@ def test_a_group_named_like_its_child_stays_out() -> None:
 
 
 def test_incident_with_nothing_but_an_empty_object() -> None:
-    [incident] = parse({"incidents": [{}]}).incidents
+    [incident] = parse({**NAMED, "incidents": [{}]}).incidents
     assert (incident.id, incident.name, incident.impact, incident.status, incident.shortlink,
             incident.component_ids) == ("", "", "unknown", "unknown", "", ())
     assert incident.open  # an unknown status is not "resolved"
@@ -344,13 +350,13 @@ def test_incident_with_nothing_but_an_empty_object() -> None:
     ("maintenance", "maintenance"), ("severe", "unknown"), (None, "unknown"),
 ])
 def test_incident_impact(impact: Any, expected: str) -> None:
-    [incident] = parse({"incidents": [{"id": "i", "impact": impact}]}).incidents
+    [incident] = parse({**NAMED, "incidents": [{"id": "i", "impact": impact}]}).incidents
     assert incident.impact == expected
 
 
 def test_incident_quirks_from_real_pages() -> None:
     """reminder_intervals as the string "[]", no started_at, no shortlink, no components."""
-    payload = {"incidents": [{
+    payload = {**NAMED, "incidents": [{
         "id": "i1", "name": "API errors", "status": "monitoring", "impact": "major",
         "reminder_intervals": "[]", "components": None,
         "incident_updates": [
@@ -368,7 +374,7 @@ def test_incident_quirks_from_real_pages() -> None:
 
 
 def test_resolved_incidents_are_not_open() -> None:
-    page = parse({"incidents": [
+    page = parse({**NAMED, "incidents": [
         {"id": "a", "status": "resolved", "impact": "major"},
         {"id": "b", "status": "postmortem", "impact": "critical"},
         {"id": "c", "status": "identified", "impact": "minor"},
@@ -390,7 +396,7 @@ def test_resolved_incidents_are_not_open() -> None:
     ("paused", False, False),
 ])
 def test_maintenance_status(status: str, active: bool, upcoming: bool) -> None:
-    page = parse({"scheduled_maintenances": [{
+    page = parse({**NAMED, "scheduled_maintenances": [{
         "id": "m", "name": "DB upgrade", "status": status, "impact": "maintenance",
         "scheduled_for": "2030-01-01T10:00:00.000Z", "scheduled_until": "2030-01-01T12:00:00Z",
         "components": [{"id": "k8w3r06qmzrp", "name": "Claude API"}],
@@ -404,7 +410,7 @@ def test_maintenance_status(status: str, active: bool, upcoming: bool) -> None:
 
 
 def test_next_maintenance_is_the_earliest_scheduled() -> None:
-    page = parse({"scheduled_maintenances": [
+    page = parse({**NAMED, "scheduled_maintenances": [
         {"id": "late", "status": "scheduled", "scheduled_for": "2030-02-01T00:00:00Z"},
         {"id": "none", "status": "scheduled"},
         {"id": "early", "status": "scheduled", "scheduled_for": "2030-01-01T00:00:00Z"},
@@ -413,7 +419,7 @@ def test_next_maintenance_is_the_earliest_scheduled() -> None:
 
 
 def test_under_maintenance_component_counts_as_in_maintenance() -> None:
-    page = parse({"components": [{"id": "a", "name": "A", "status": "under_maintenance"}]})
+    page = parse({**NAMED, "components": [{"id": "a", "name": "A", "status": "under_maintenance"}]})
     assert page.components_in_maintenance == {"a"}
     assert not page.maintenance_active
 
@@ -445,7 +451,7 @@ def test_a_thousand_components_with_unicode_and_duplicate_names() -> None:
              "group_id": f"g{i % 4}"} for i in range(1000)]
     rows += [{"id": f"g{g}", "name": f"Gruppe {g}", "group": True} for g in range(4)]
     started = time.perf_counter()
-    page = parse({"components": rows, "status": {"indicator": "major"}})
+    page = parse({**NAMED, "components": rows, "status": {"indicator": "major"}})
     samples = gauges(page)
     assert time.perf_counter() - started < 1.0
     assert len(page.components) == 1000
@@ -457,7 +463,7 @@ def test_a_thousand_components_with_unicode_and_duplicate_names() -> None:
 
 
 def test_very_long_names_are_capped() -> None:
-    page = parse({"components": [{"id": "a", "name": "x" * 5000, "status": "operational"}],
+    page = parse({**NAMED, "components": [{"id": "a", "name": "x" * 5000, "status": "operational"}],
                   "incidents": [{"id": "i", "name": "y" * 5000}]})
     assert len(page.components["a"].name) == 256
     assert len(page.incidents[0].name) == 256
@@ -498,7 +504,7 @@ def test_unparseable_updated_at_omits_the_freshness_gauge() -> None:
 
 # -- filters and URLs ------------------------------------------------------------------------
 
-FILTER_PAGE = parse({"components": [
+FILTER_PAGE = parse({**NAMED, "components": [
     {"id": "g1", "name": "Regions", "group": True},
     {"id": "a", "name": "API", "status": "operational"},
     {"id": "b", "name": "Console", "status": "major_outage"},
@@ -523,7 +529,7 @@ def test_component_filters(include: tuple[str, ...], exclude: tuple[str, ...],
     options = StatuspageConfig(url="http://127.0.0.1", components=include,
                                exclude_components=exclude)
     assert list(apply_filters(FILTER_PAGE, options).components) == kept
-    assert list(parse({"components": [
+    assert list(parse({**NAMED, "components": [
         {"id": c.id, "name": c.name, "status": c.status} for c in FILTER_PAGE.components.values()
     ] + [{"id": "g1", "name": "Regions", "group": True, "components": ["c"]}]},
         options).components) == kept

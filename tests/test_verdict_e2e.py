@@ -29,7 +29,7 @@ def config(sim, *, api_mode: str = "keyless", control_target: str | None = None,
 defaults: {{interval: 500ms, timeout: 400ms}}
 upstreams:
   claude:
-    statuspage: {{url: "{sim.statuspage_url}", interval: 500ms}}
+    statuspage: {{url: "{sim.statuspage_url}", interval: 1s}}
     checks:
       - {{name: api, kind: anthropic, url: "{sim.anthropic_url}", mode: {api_mode}{key}{component}}}
       - {{name: tcp, kind: tcp, target: "{host_port}", component: k8w3r06qmzrp}}

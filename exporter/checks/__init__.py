@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from exporter.checks.safejson import clean
 from exporter.metrics import MetricSpec
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class ProbeContext:
 
     def log(self, message: str) -> None:
         """Record a debug line for /probe?debug=true and the debug log."""
+        message = clean(message)  # a header's undecodable bytes must not break either
         self.lines.append(message)
         self.logger.debug(message)
 

@@ -18,6 +18,7 @@ import aiohttp
 
 from exporter.checks import ProbeContext, Result
 from exporter.checks.httpcommon import USER_AGENT, ApiRun, StreamFailure
+from exporter.checks.safejson import loads as safe_loads
 from exporter.checks.sse import Event
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _event(run: ApiRun, event: Event) -> bool:
     if event.event == "ping":
         return False
     try:
-        data: Any = json.loads(event.data)
+        data: Any = safe_loads(event.data)
     except ValueError:
         raise StreamFailure(f"event {event.event!r} carries data that is not JSON") from None
     if not isinstance(data, dict):

@@ -60,7 +60,7 @@ from exporter.checks.resolve import (
 )
 from exporter.config import CheckConfig, RRValidator
 
-REASONS = ("dns", "validation", "connect", "tls", "timeout")
+REASONS = ("dns", "validation", "connect", "tls", "timeout", "local_resources")
 PHASES = ("resolve", "connect", "request")
 RDTYPES: dict[str, tuple[dns.rdatatype.RdataType, ...]] = {
     "a": (dns.rdatatype.A,), "aaaa": (dns.rdatatype.AAAA,),

@@ -14,7 +14,6 @@ body rules, and the Result.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from exporter.checks.httpwire import (
     build_request,
     fetch,
 )
+from exporter.checks.safejson import loads as safe_loads
 
 if TYPE_CHECKING:
     from exporter.config import CheckConfig
@@ -200,7 +200,7 @@ def _body_problem(check: CheckConfig, body: bytes) -> tuple[str, str]:
         return "body_mismatch", f"body matches body_not_regex {check.body_not_regex!r}"
     if check.json_path is not None:
         try:
-            doc = json.loads(text)
+            doc = safe_loads(text)
         except ValueError:
             return "body_mismatch", "body is not JSON, so json_path cannot hold"
         if not json_path_exists(doc, check.json_path):

@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,13 @@ import aiohttp
 from exporter import __version__
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
+from exporter.checks.retryafter import retry_after
+from exporter.checks.safejson import loads as safe_loads
 from exporter.checks.sse import Event, SSEError, SSEParser
+from exporter.secrets import REDACTED as REDACTED  # re-exported for callers of scrub
+from exporter.secrets import scrub as scrub  # the one scrubber, re-exported
 
 if TYPE_CHECKING:
     from exporter.config import CheckConfig
@@ -44,7 +49,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # bodies beyond this are not read (http: bad_
 MAX_ERROR_BODY_BYTES = 256 * 1024
 
 # -- the fixed reason sets (documented in docs/api-probes.md) ------------------------------
-TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout")
+TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout",
+                     "local_resources")  # out of file descriptors or buffers: ours
 API_REASONS = (
     *TRANSPORT_REASONS,
     "http_5xx",  # 500, 502, 503 (Anthropic), 504 and other 5xx
@@ -80,18 +86,6 @@ KNOWN_ERROR_TYPES = frozenset({
 })
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
-
-# Anything that looks like an API key ("sk-ant-...", "sk-proj-...", OpenAI's masked echo
-# "sk-abc*****wxyz") is cut out of texts, besides the configured key itself.
-_KEYLIKE = re.compile(r"sk-[A-Za-z0-9_*\-]{4,}")
-REDACTED = "[REDACTED]"
-
-
-def scrub(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, REDACTED)
-    return _KEYLIKE.sub(REDACTED, text)
-
 
 def own_deadline(check: CheckConfig) -> float:
     """A little under the scheduler's timeout, so the prober reports "timeout" itself."""
@@ -286,6 +280,8 @@ def classify_exception(exc: BaseException, timing: Timing, *, streaming: bool,
     Exceptions that are not about the target (programming errors) are not classified:
     the caller re-raises them and the scheduler reports reason ``internal``.
     """
+    if (local := local_resource_error(exc)) is not None:
+        return LOCAL_RESOURCES, local
     if isinstance(exc, TimeoutError):
         return "timeout", f"timed out after {elapsed:.2f}s {timing.describe_wait()}"
     if isinstance(exc, CAFileError):
@@ -391,24 +387,6 @@ def ratelimit_samples(headers: Mapping[str, str], now: float) -> list[Sample]:
             found[(field, resource)] = parsed
     return [Sample(specs[field], value, {"resource": resource})
             for (field, resource), value in sorted(found.items())]
-
-
-def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait: retry-after-ms, else retry-after as seconds or an HTTP date."""
-    if (ms := headers.get("retry-after-ms")) is not None and (value := _number(ms)) is not None:
-        return value / 1000.0
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    if (value := _number(raw)) is not None:
-        return value
-    try:
-        moment = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
 
 
 def upstream_service_seconds(headers: Mapping[str, str]) -> float | None:
@@ -542,13 +520,13 @@ class ApiRun:
     async def read_json(self, resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> Any:
         """The body as JSON; raises json.JSONDecodeError (→ bad_response) if it is not."""
         body = await read_body(resp, limit)
-        return json.loads(body.decode("utf-8", "replace")) if body else None
+        return safe_loads(body) if body else None
 
     async def reject(self, resp: aiohttp.ClientResponse) -> Result:
         """A response that is not the success the mode expects: classify it."""
         try:
             body = await read_body(resp, MAX_ERROR_BODY_BYTES)
-            doc = json.loads(body.decode("utf-8", "replace"))
+            doc = safe_loads(body)
         except (ValueError, BodyTooLarge):
             doc = None
         error = doc.get("error") if isinstance(doc, dict) else None
@@ -641,7 +619,8 @@ class ApiRun:
         if self.input_tokens is None and self.output_tokens is None:
             spent = self.estimate  # a cut stream: assume the worst
         else:
-            spent = (self.input_tokens or 0) + (self.output_tokens or 0)
+            # An upstream's negative count must not refill the budget.
+            spent = max(0, self.input_tokens or 0) + max(0, self.output_tokens or 0)
         if self.check.daily_token_budget is not None:
             budget_entry(self.ctx)["spent"] += spent
 
@@ -679,7 +658,7 @@ class ApiRun:
         counters = [Sample(m.PROBE_API_ERRORS, float(n), {"error_type": t})
                     for t, n in sorted(self.error_counts.items())]
         for direction, tokens in (("input", self.input_tokens), ("output", self.output_tokens)):
-            if tokens:
+            if tokens and tokens > 0:  # a negative count from upstream is no spend
                 counters.append(Sample(m.PROBE_API_TOKENS, float(tokens), {"direction": direction}))
         details: dict[str, Any] = {"http_status": self.status, "error_type": self.error_type,
                                    "reason": reason}

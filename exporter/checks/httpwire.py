@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
 from exporter.checks.resolve import ResolveError, literal, resolve
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
 _CMSG_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
@@ -197,8 +199,10 @@ async def fetch(url: Url, request: bytes, *, tls: ssl.SSLContext | None, ip_prot
     for index, address in enumerate(addresses):
         try:
             conn = _Conn(loop, url, address, tls, request, parser, clock, deadline)
-        except OSError as exc:  # no socket to be had (EMFILE, ENOBUFS)
-            raise WireError("connect", f"cannot open a socket: {exc.strerror or exc}") from None
+        except OSError as exc:  # no socket to be had (EMFILE, ENOBUFS): ours, not the target's
+            local = local_resource_error(exc)
+            raise WireError(LOCAL_RESOURCES if local else "connect",
+                            local or f"cannot open a socket: {exc.strerror or exc}") from None
         try:
             await conn.future
         finally:

@@ -64,7 +64,7 @@ from exporter.checks import ProbeContext, Result, Sample, failure
 from exporter.checks.resolve import ResolveError, address_hash, budget, ip_version, resolve
 from exporter.config import CheckConfig
 
-REASONS = ("dns", "timeout", "loss", "unreachable", "permission")
+REASONS = ("dns", "timeout", "loss", "unreachable", "permission", "local_resources")
 REPLY_WAIT = 2.0  # seconds to wait for replies after the last request
 READ_WAIT = 3600.0  # icmplib's receive timeout for the reader; it is cancelled when idle
 

@@ -17,6 +17,7 @@ import aiohttp
 
 from exporter.checks import ProbeContext, Result
 from exporter.checks.httpcommon import USER_AGENT, ApiRun, StreamFailure
+from exporter.checks.safejson import loads as safe_loads
 from exporter.checks.sse import Event
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _chunk(run: ApiRun, event: Event) -> bool:
     if event.data.strip() == "[DONE]":
         return True
     try:
-        data: Any = json.loads(event.data)
+        data: Any = safe_loads(event.data)
     except ValueError:
         raise StreamFailure("stream chunk is not JSON") from None
     if not isinstance(data, dict):

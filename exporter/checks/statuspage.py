@@ -13,8 +13,10 @@ Failure reasons, a fixed set:
     tls          certificate or handshake failure
     http_status  a non-2xx answer (403/405 challenge, 429, 5xx, ...) or a redirect loop
     not_json     a 2xx answer that is not JSON: HTML, a wrong content type, malformed JSON
-    schema       valid JSON, but not a status-page object
+    schema       valid JSON, but not a status-page document (no page object naming the page,
+                 no status object with an indicator)
     too_large    the body exceeds max_body_bytes (the rest is never read)
+    local_resources  out of file descriptors or buffers here: ours, not the page's
 
 Emitted gauges (upstream is filled in by the state store)::
 
@@ -26,13 +28,20 @@ Emitted gauges (upstream is filled in by the state store)::
     statuspage_incident_info{incident_id=...,name=...,impact=...,status=...,shortlink=...} 1
     statuspage_maintenance_active 0
     statuspage_maintenance_next_start_timestamp_seconds 1.7e+09   # only when one is scheduled
+    statuspage_dropped_items{what="components"} 0     # what the page's limits left out
+
+Limits (docs/security.md, case 4): label values are cut at ``max_label_chars``; the exported
+page keeps at most ``max_components`` components and ``max_incidents`` open incidents (and as
+many maintenances); ``statuspage_dropped_items`` counts what was left out. Text is cleaned of
+lone surrogates on the way in (exporter/checks/safejson.py), so nothing downstream can fail
+to encode it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
+import hashlib
+import math
 import random
 import ssl
 import time
@@ -46,13 +55,19 @@ import aiohttp
 
 from exporter import __version__, metrics
 from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
+from exporter.checks.retryafter import CAP_SECONDS, parse_retry_after
+from exporter.checks.safejson import clean
+from exporter.checks.safejson import loads as safe_loads
 from exporter.config import CheckConfig, StatuspageConfig
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
-BACKOFF_CAP_SECONDS = 600.0
-LABEL_MAX_CHARS = 256
+BACKOFF_CAP_SECONDS = CAP_SECONDS  # the same cap as any Retry-After
+LABEL_MAX_CHARS = 256  # the default of max_label_chars
+DROPPED = ("components", "incidents", "maintenances", "labels")  # statuspage_dropped_items
 
 INDICATORS = metrics.STATE_SETS["indicator"]
 COMPONENT_STATUSES = metrics.STATE_SETS["component_status"]
@@ -131,6 +146,8 @@ class Page:
     maintenances: tuple[Maintenance, ...] = ()
     id: str = ""
     name: str = ""
+    # What parse() and apply_limits() left out, by DROPPED kind ("labels": values cut short).
+    dropped: Mapping[str, int] = field(default_factory=dict)
 
     def status_of(self, component_id: str) -> str | None:
         component = self.components.get(component_id)
@@ -177,11 +194,15 @@ def summary_url(url: str) -> str:
     return url.rstrip("/") + "/api/v2/summary.json"
 
 
-def parse(payload: Any, options: StatuspageConfig | None = None) -> Page:
+def parse(payload: Any, options: StatuspageConfig | None = None,
+          label_chars: int | None = None) -> Page:
     """A Page from a decoded Statuspage v2 (or incident.io compatible) document.
 
-    Raises SchemaError only when the document is not a status-page object at all; inside
-    one, anything missing or odd is tolerated. ``options`` applies the component filters.
+    Raises SchemaError when the document is not a status page: it needs a ``page`` object
+    that names the page (id, name or url) or a ``status`` object with an ``indicator``, as
+    every endpoint of the v2 API sends. Inside one, anything missing or odd is tolerated.
+    ``options`` applies the component filters and the limits; label values are cut at
+    ``label_chars`` (default: the options' max_label_chars, else LABEL_MAX_CHARS).
     """
     if not isinstance(payload, dict):
         raise SchemaError(f"expected a JSON object, got {_json_type(payload)}")
@@ -197,17 +218,52 @@ def parse(payload: Any, options: StatuspageConfig | None = None) -> Page:
 
     page_info = payload.get("page") or {}
     status = payload.get("status") or {}
+    names_page = any(isinstance(page_info.get(k), str) and str(page_info[k]).strip()
+                     for k in ("id", "name", "url"))
+    if not names_page and not isinstance(status.get("indicator"), str):
+        raise SchemaError("no page object naming the page (id, name or url) and no status "
+                          "object with an indicator: not a status-page document")
+    if label_chars is None:
+        label_chars = options.max_label_chars if options is not None else LABEL_MAX_CHARS
+    cut = _Cutter(label_chars)
     page = Page(
         indicator=_enum(status.get("indicator"), INDICATORS),
         updated_at=parse_timestamp(page_info.get("updated_at")),
-        components=_components(payload.get("components") or []),
-        incidents=tuple(_incident(i) for i in _objects(payload.get("incidents"))),
-        maintenances=tuple(_maintenance(m)
+        components=_components(payload.get("components") or [], cut),
+        incidents=tuple(_incident(i, cut) for i in _objects(payload.get("incidents"))),
+        maintenances=tuple(_maintenance(m, cut)
                            for m in _objects(payload.get("scheduled_maintenances"))),
-        id=_text(page_info.get("id")),
-        name=_text(page_info.get("name")),
+        id=cut(_text(page_info.get("id"))),
+        name=cut(_text(page_info.get("name"))),
+        dropped={"labels": cut.count} if cut.count else {},
     )
-    return apply_filters(page, options) if options is not None else page
+    if options is None:
+        return page
+    return apply_limits(apply_filters(page, options), options)
+
+
+def apply_limits(page: Page, options: StatuspageConfig) -> Page:
+    """At most max_components components (in page order) and max_incidents open incidents
+    and maintenances: a page's series stay bounded whatever it publishes. What is left out
+    is counted in ``dropped``."""
+    dropped = dict(page.dropped)
+    components = page.components
+    if len(components) > options.max_components:
+        dropped["components"] = len(components) - options.max_components
+        components = dict(list(components.items())[: options.max_components])
+    incidents = page.incidents
+    open_incidents = [i for i in incidents if i.open]
+    if len(open_incidents) > options.max_incidents:
+        dropped["incidents"] = len(open_incidents) - options.max_incidents
+        incidents = tuple(open_incidents[: options.max_incidents])
+    maintenances = page.maintenances
+    if len(maintenances) > options.max_incidents:
+        dropped["maintenances"] = len(maintenances) - options.max_incidents
+        maintenances = maintenances[: options.max_incidents]
+    if dropped == page.dropped:
+        return page
+    return replace(page, components=components, incidents=incidents,
+                   maintenances=maintenances, dropped=dropped)
 
 
 def apply_filters(page: Page, options: StatuspageConfig) -> Page:
@@ -241,27 +297,56 @@ def parse_timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past float range
+            return None
         if seconds > 1e11:  # epoch milliseconds
             seconds /= 1000.0
-        return seconds if seconds == seconds and seconds >= 0 else None
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
     try:
         if len(text) == 10:
             parsed_date = date.fromisoformat(text)
-            return datetime(parsed_date.year, parsed_date.month, parsed_date.day,
-                            tzinfo=UTC).timestamp()
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+            stamp = datetime(parsed_date.year, parsed_date.month, parsed_date.day,
+                             tzinfo=UTC).timestamp()
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            stamp = moment.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return stamp if stamp >= 0 else None  # before 1970, like a negative number: unusable
 
 
-def _components(rows: list[Any]) -> dict[str, Component]:
+class _Cutter:
+    """Cuts label values at ``limit`` characters, counting how many it cut."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def __call__(self, text: str) -> str:
+        if len(text) <= self.limit:
+            return text
+        self.count += 1
+        return text[: self.limit - 1] + "…"
+
+    def id(self, text: str) -> str:
+        """An id cut like any label, but ending in a hash of the whole id so that long ids
+        sharing a prefix stay distinct (an id is a key, not just a label)."""
+        if len(text) <= self.limit:
+            return text
+        self.count += 1
+        digest = hashlib.blake2s(text.encode("utf-8", "replace"), digest_size=4).hexdigest()
+        return text[: self.limit - 10] + "…" + digest
+
+
+def _components(rows: list[Any], cut: _Cutter | None = None) -> dict[str, Component]:
+    cut = cut or _Cutter(LABEL_MAX_CHARS)
     objects = list(_objects(rows))
     groups: dict[str, str] = {}  # group id -> group name
     child_group: dict[str, str] = {}  # child id -> group id, from the group's own list
@@ -278,14 +363,15 @@ def _components(rows: list[Any]) -> dict[str, Component]:
         if _is_group(row):
             continue
         name = _text(row.get("name"))
-        cid = _text(row.get("id")) or name
+        raw_id = _text(row.get("id")) or name
+        cid = cut.id(raw_id)  # an id is a label value too; the cut one is the key
         if not cid or cid in out:
             continue
-        gid = _text(row.get("group_id")) or child_group.get(cid, "")
+        gid = _text(row.get("group_id")) or child_group.get(raw_id, "")
         out[cid] = Component(
             id=cid,
-            name=_label(name or cid),
-            group=_label(groups.get(gid, "")),
+            name=cut(name or raw_id),
+            group=cut(groups.get(gid, "")),
             status=_enum(row.get("status"), COMPONENT_STATUSES),
         )
     return out
@@ -295,37 +381,37 @@ def _is_group(row: Mapping[str, Any]) -> bool:
     return row.get("group") is True or isinstance(row.get("components"), list)
 
 
-def _incident(row: Mapping[str, Any]) -> Incident:
+def _incident(row: Mapping[str, Any], cut: _Cutter) -> Incident:
     return Incident(
-        id=_text(row.get("id")),
-        name=_label(_text(row.get("name"))),
+        id=cut.id(_text(row.get("id"))),
+        name=cut(_text(row.get("name"))),
         impact=_enum(row.get("impact"), IMPACTS),
         status=_enum(row.get("status"), INCIDENT_STATUSES),
-        shortlink=_text(row.get("shortlink")),
-        component_ids=_component_ids(row),
+        shortlink=cut(_text(row.get("shortlink"))),
+        component_ids=_component_ids(row, cut),
         created_at=parse_timestamp(row.get("created_at")),
     )
 
 
-def _maintenance(row: Mapping[str, Any]) -> Maintenance:
+def _maintenance(row: Mapping[str, Any], cut: _Cutter) -> Maintenance:
     return Maintenance(
-        id=_text(row.get("id")),
-        name=_label(_text(row.get("name"))),
+        id=cut.id(_text(row.get("id"))),
+        name=cut(_text(row.get("name"))),
         status=_enum(row.get("status"), MAINTENANCE_STATUSES),
         scheduled_for=parse_timestamp(row.get("scheduled_for")),
         scheduled_until=parse_timestamp(row.get("scheduled_until")),
-        component_ids=_component_ids(row),
+        component_ids=_component_ids(row, cut),
     )
 
 
-def _component_ids(row: Mapping[str, Any]) -> tuple[str, ...]:
+def _component_ids(row: Mapping[str, Any], cut: _Cutter) -> tuple[str, ...]:
     """The incident's components, else the components its updates touched."""
     ids = [_text(c.get("id")) for c in _objects(row.get("components"))]
     if not any(ids):
         ids = [_text(a.get("code"))
                for update in _objects(row.get("incident_updates"))
                for a in _objects(update.get("affected_components"))]
-    return tuple(dict.fromkeys(i for i in ids if i))
+    return tuple(dict.fromkeys(cut.id(i) for i in ids if i))
 
 
 def _objects(value: Any) -> Iterable[Mapping[str, Any]]:
@@ -344,15 +430,15 @@ def _enum(value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _text(value: Any) -> str:
+    """A str for a text field; lone surrogates become U+FFFD (a caller may hand us JSON
+    decoded elsewhere), big numbers are cut before str() would spend time on them."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+        return clean(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if -10**18 < value < 10**18 else ""
     return ""
-
-
-def _label(text: str) -> str:
-    return text if len(text) <= LABEL_MAX_CHARS else text[: LABEL_MAX_CHARS - 1] + "…"
 
 
 def _json_type(value: Any) -> str:
@@ -390,6 +476,8 @@ def gauges(page: Page) -> tuple[Sample, ...]:
     out.append(Sample(metrics.STATUSPAGE_MAINTENANCE_ACTIVE, float(page.maintenance_active)))
     if page.next_maintenance_start is not None:
         out.append(Sample(metrics.STATUSPAGE_MAINTENANCE_NEXT_START, page.next_maintenance_start))
+    out.extend(Sample(metrics.STATUSPAGE_DROPPED, float(page.dropped.get(what, 0)),
+                      {"what": what}) for what in DROPPED)
     return tuple(out)
 
 
@@ -440,7 +528,7 @@ async def poll(url: str, options: StatuspageConfig, ctx: ProbeContext) -> Result
             page = cached
             ctx.log(f"304 Not Modified from {fetched.url}: reusing the previous page")
         else:
-            page = parse(_decode(fetched.body))
+            page = parse(_decode(fetched.body), label_chars=options.max_label_chars)
             ctx.log(f"parsed {len(fetched.body)} bytes from {fetched.url}: indicator "
                     f"{page.indicator}, {len(page.components)} components, "
                     f"{len(page.open_incidents)} open incidents")
@@ -463,7 +551,10 @@ async def poll(url: str, options: StatuspageConfig, ctx: ProbeContext) -> Result
     ctx.memo[MEMO_FAILURES] = 0
     for ref in unmatched_filters(page, options):
         ctx.log(f"component filter {ref!r} matches no component on the page")
-    exported = apply_filters(page, options)
+    exported = apply_limits(apply_filters(page, options), options)
+    for what, count in sorted(exported.dropped.items()):
+        ctx.log(f"limits: {count} {what} left out" if what != "labels"
+                else f"limits: {count} label values cut at {options.max_label_chars} characters")
     return Result(
         success=True,
         duration_seconds=time.perf_counter() - start,
@@ -527,6 +618,8 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
     except (aiohttp.ClientConnectionError, OSError) as exc:
         if isinstance(exc, TimeoutError):
             raise
+        if (local := local_resource_error(exc)) is not None:
+            raise PollFailure(LOCAL_RESOURCES, local) from None
         raise PollFailure("connect", f"cannot reach {url}: {_short(exc)}") from None
     except aiohttp.ClientResponseError as exc:
         raise PollFailure("http_status", f"bad HTTP response from {url}: {exc.message}",
@@ -558,25 +651,9 @@ def _decode(body: bytes) -> Any:
     if not head:
         raise PollFailure("not_json", "the body is empty")
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        return safe_loads(body)
+    except ValueError as exc:
         raise PollFailure("not_json", f"malformed JSON: {_short(exc)}") from None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 def backoff_seconds(failures: int, interval: float, retry_after: float | None = None,

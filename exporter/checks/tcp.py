@@ -33,7 +33,7 @@ from exporter.checks.resolve import (
 )
 from exporter.config import CheckConfig
 
-REASONS = ("dns", "connect", "timeout")
+REASONS = ("dns", "connect", "timeout", "local_resources")
 CLOSE_WAIT = 0.5  # seconds to wait for a polite close before abandoning the connection
 
 

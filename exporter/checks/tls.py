@@ -31,7 +31,7 @@ from exporter.checks.tcp import (
 )
 from exporter.config import CheckConfig
 
-REASONS = ("dns", "connect", "timeout", "tls")
+REASONS = ("dns", "connect", "timeout", "tls", "local_resources")
 # blackbox_exporter's spelling, so its dashboards keep working.
 TLS_VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2",
                 "TLSv1.3": "TLS 1.3"}

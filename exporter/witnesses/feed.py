@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import re
 import ssl
 import time
@@ -24,7 +23,9 @@ import aiohttp
 
 from exporter import __version__
 from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.statuspage import PollFailure, backoff_seconds, parse_retry_after
+from exporter.checks.retryafter import parse_retry_after
+from exporter.checks.safejson import loads as safe_loads
+from exporter.checks.statuspage import PollFailure, backoff_seconds
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_REDIRECTS = 5
@@ -124,8 +125,8 @@ def decode_json(body: bytes) -> Any:
     if text.startswith("<"):
         raise PollFailure("not_json", "the body is HTML or XML, not JSON")
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return safe_loads(text)  # surrogates, depth, huge numbers: see safejson
+    except ValueError as exc:
         raise PollFailure("not_json", f"malformed JSON: {short(exc)}") from None
 
 
