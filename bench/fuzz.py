@@ -3,7 +3,9 @@ a time budget instead of hypothesis' default 100 examples.
 
 Each property gets an equal share of the budget and runs in rounds of ``--round`` examples
 with fresh random data (no example database), until its share is spent. The /probe property
-talks to a real exporter started here on loopback. A failure is shrunk by hypothesis and
+talks to a real exporter started here on loopback. The round-2 shapes (lone surrogates,
+nesting depth, huge numbers, a page's cardinality, addresses in allowed_targets patterns) are
+properties of the same module and run here like the others. A failure is shrunk by hypothesis and
 reported with its falsifying example; the exit status is 1 if any property failed.
 """
 

@@ -10,6 +10,11 @@ result, the ``on_result`` hook that renders it) is counted in
 ``exporter_check_crashes_total{upstream,check}``, logged with its traceback once per distinct
 cause (then at debug level), and the check's loop goes on at its next tick.
 
+File descriptors: at most ``run_slots()`` runs hold a socket at once, a few dozen fewer than
+the process may open (RLIMIT_NOFILE), so that the HTTP server always has descriptors left to
+answer /-/healthy and scrapes. A run that waits its whole timeout for a slot fails with reason
+``local_resources``, as one that meets EMFILE does: the fault is ours, not the target's.
+
 Back-off: a run may ask for a pause (``details["backoff_seconds"]``, from Retry-After or a
 status page's failure back-off). When a *successful* run asks for longer than the interval,
 every tick until the pause ends records a failed run with reason ``backoff`` instead of
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -42,6 +48,15 @@ MIN_SPLAY = 2.0  # seconds over which a small config's first runs are spread
 STARTS_PER_SECOND = 500  # a large config spreads its first runs at about this rate
 BACKOFF_REASON = "backoff"
 MAX_CAUSES = 1000  # distinct crash causes remembered for log-once; then all log at debug
+RESERVED_FDS = 32  # kept for the HTTP server, its clients and the log, whatever checks do
+
+
+def run_slots() -> int | None:
+    """How many runs may hold a descriptor at once; None when the limit is out of reach."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1_000_000:
+        return None
+    return max(1, soft - RESERVED_FDS) if soft > 2 * RESERVED_FDS else max(1, soft // 2)
 
 
 class Scheduler:
@@ -54,6 +69,9 @@ class Scheduler:
         self.memos: dict[tuple[str, str], dict[str, object]] = {}
         self.config: Config | None = None
         self.causes: set[tuple[str, ...]] = set()  # crash causes already logged in full
+        slots = run_slots()
+        self.slots_total = slots
+        self.slots = asyncio.Semaphore(slots) if slots is not None else None
 
     def apply(self, config: Config) -> None:
         """Start, keep or restart check tasks to match ``config``."""
@@ -155,6 +173,16 @@ class Scheduler:
         start = time.perf_counter()
         if prober is None:
             return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")
+        if self.slots is not None:
+            try:
+                async with asyncio.timeout(check.timeout):
+                    await self.slots.acquire()
+            except TimeoutError:
+                return Result(False, time.perf_counter() - start, LOCAL_RESOURCES,
+                              f"no file descriptor free within {check.timeout:g}s: "
+                              f"{self.slots_total} runs already hold one (RLIMIT_NOFILE less "
+                              f"{RESERVED_FDS} kept for the HTTP server); raise ulimit -n")
+            start = time.perf_counter()  # the wait is not the target's time: a full timeout
         try:
             async with asyncio.timeout(check.timeout):
                 result = await prober(check, ctx)
@@ -172,6 +200,9 @@ class Scheduler:
                 reason = "schema" if check.kind in POLLED_KINDS else "internal"
                 result = Result(False, time.perf_counter() - start, reason,
                                 f"internal error: {exc.__class__.__name__}")
+        finally:
+            if self.slots is not None:
+                self.slots.release()
         if ctx.lines and not result.log:
             result = replace(result, log=tuple(ctx.lines))
         result = clean_result(result, labels=True)

@@ -31,6 +31,8 @@ from exporter.checks.resolve import (
     resolve,
     split_host_port,
 )
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
 from exporter.config import CheckConfig
 
 REASONS = ("dns", "connect", "timeout", "local_resources")
@@ -85,6 +87,8 @@ def connect_failure(exc: OSError, address: str, port: int, limit: float) -> Phas
     if isinstance(exc, TimeoutError):
         return PhaseError("timeout", f"TCP connect to {_where(address, port)} timed out after "
                                      f"{limit:.3g}s")
+    if (local := local_resource_error(exc)) is not None:  # EMFILE: ours, not the target's
+        return PhaseError(LOCAL_RESOURCES, local)
     return PhaseError("connect", f"TCP connect to {_where(address, port)}: "
                                  f"{describe_os_error(exc)}")
 
