@@ -313,7 +313,7 @@ EXPORTER_PROBE_REQUESTS = MetricSpec(
     ("module", "outcome"))
 
 EXPORTER_CHECK_CRASHES = MetricSpec(
-    "exporter_check_crashes", "counter",
+    "exporter_check_crashes_total", "counter",
     "Runs of a check that failed inside the exporter (a prober, recording or rendering "
     "raised); the check's loop goes on. 0 in a healthy exporter.", CHECK_NO_KIND)
 
