@@ -180,7 +180,7 @@ class StateStore:
                 hist = state.histograms[hist_key] = Histogram(m.PROBE_LATENCY.buckets)
             hist.observe(result.duration_seconds)
         for sample in result.counters:
-            if not 0.0 < sample.value < math.inf:  # counters only go up, whatever a prober says
+            if not 0.0 <= sample.value < math.inf:  # counters only go up, whatever a prober says
                 continue
             key = (sample.metric, state.label_values(sample.metric, sample))
             state.counters[key] = state.counters.get(key, 0.0) + sample.value
