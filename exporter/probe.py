@@ -15,9 +15,9 @@ and for URL kinds the host must also match the pattern's host on its own, so tha
 a pattern cannot stretch from the path into the host. A pattern whose host is an address
 (``10.0.0.*:443``, ``[fd00::*]:*``) matches IP literals only, never a name that happens to
 start with digits (``10.0.0.evil.test:443``); a name is allowed by such patterns only when
-every address it resolves to is (``check_resolved``, run per request). At most ``MAX_CONCURRENT`` probes run at
-once in one process (with ``--web.probe-workers=N``, in each of the N+1 processes); past that
-the answer is 429.
+every address it resolves to is (``check_resolved``, run per request). At most
+``MAX_CONCURRENT`` probes run at once in one process (with ``--web.probe-workers=N``, in each
+of the N+1 processes); past that the answer is 429.
 
 Status codes: 400 for a missing or unknown module or a malformed target, 403 for a target the
 module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is in

@@ -58,6 +58,8 @@ from exporter.checks.resolve import (
     resolve,
     strip_brackets,
 )
+from exporter.checks.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.resources import local_resource_error
 from exporter.config import CheckConfig, RRValidator
 
 REASONS = ("dns", "validation", "connect", "tls", "timeout", "local_resources")
@@ -213,6 +215,8 @@ async def _ask(check: CheckConfig, server: tuple[str, int], name: dns.name.Name,
     except (EOFError, ConnectionResetError):
         raise DnsError("dns", f"{where} closed the connection before answering") from None
     except OSError as exc:
+        if (local := local_resource_error(exc)) is not None:  # EMFILE: ours, not the resolver's
+            raise DnsError(LOCAL_RESOURCES, local) from None
         raise DnsError("connect", f"{where}: {exc.strerror or exc.__class__.__name__}") from None
     except dns.exception.DNSException as exc:
         raise DnsError("dns", f"malformed answer from {where}: {exc}") from None
