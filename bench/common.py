@@ -28,7 +28,7 @@ class Sizes:
     scale_checks: int = 10_000
     scale_interval: float = 15.0
     scale_window: float = 30.0
-    render_checks: tuple[int, ...] = (32, 320, 3200, 10_000)  # about 1k, 10k, 100k, 330k series
+    render_checks: tuple[int, ...] = (100, 1_000, 10_000)  # about 3.8k, 37k, 370k series
     footprint_settle: float = 20.0
     polite_seconds: float = 20.0
 

@@ -57,7 +57,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (e.g. our /probe workers)."""
+    """The live child processes of ``pid`` ."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

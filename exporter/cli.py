@@ -30,6 +30,10 @@ log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":10529"
 SHUTDOWN_GRACE = 5.0  # seconds SIGTERM waits for in-flight requests before closing
+REMOVED_WORKERS = (
+    "--web.probe-workers was removed: one exporter is one process. Scale /probe with more "
+    "replicas behind a Service and shard targets across them with Prometheus's hashmod "
+    "relabelling (docs/deploy.md, \"Scaling /probe\").")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +63,8 @@ def exporter_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web.read-header-timeout", dest="read_header_timeout", default="10s",
                         metavar="DURATION", help="close a connection that has not sent a "
                                                  "complete request this long after connecting")
-    parser.add_argument("--web.probe-workers", dest="probe_workers", type=int, default=0,
-                        metavar="N", help="answer /probe from N more processes sharing the "
-                                          "listening socket (0: off); for heavy /probe use, N = "
-                                          "the number of cores")
+    parser.add_argument("--web.probe-workers", dest="probe_workers", default=None,
+                        help=argparse.SUPPRESS)  # removed: refused with a pointer (REMOVED_WORKERS)
     parser.add_argument("--runtime.event-loop", dest="event_loop", default="auto",
                         choices=list(eventloop.CHOICES),
                         help="auto (default): uvloop when installed, else asyncio's own loop")
@@ -104,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args.probe_workers < 0:
-        print("--web.probe-workers must be 0 or more", file=sys.stderr)
+    if args.probe_workers is not None:
+        print(REMOVED_WORKERS, file=sys.stderr)
         return 2
     try:
         eventloop.loop_factory(args.event_loop)
@@ -140,13 +142,13 @@ def config_check(path: str | None) -> int:
 
 
 async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
-    from exporter import fastlane, metrics
     from exporter.config import parse_duration
     from exporter.runtime import Runtime
     from exporter.web import (
         RELOADERS_KEY,
         SERVER_LIMITS,
         SlowClientGuard,
+        bind,
         make_app,
         reload_everything,
     )
@@ -172,19 +174,11 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
     runtime = Runtime(loader, args.vantage)
     if demo is not None:
         runtime.extra_status["demo"] = demo.describe()
-    runtime.extra_metrics.append(lambda r, out: r.sample(
-        out, metrics.EXPORTER_ASYNCIO_TASKS, (), float(len(asyncio.all_tasks()))))
     app = make_app(runtime, slow_clients)
     if web_guard is not None:
         web_guard.install(app)  # raises ConfigError for an exempt path that is no endpoint
         app[RELOADERS_KEY].append(web_guard.reload)
-    pool = None
-    if args.probe_workers:
-        from exporter.workers import WorkerPool
-
-        pool = WorkerPool(args, host, port, args.probe_workers,
-                          demo.config_text if demo is not None else None)
-        pool.install(app)  # after the web guard: workers reload after the main process
+    sockets = bind(host, port)  # OSError: reported by main
     await runtime.start()
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("aiohttp.access"),
                            # aiohttp waits this long twice (for handlers to finish, then
@@ -205,29 +199,20 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    lane = fastlane.for_runtime(runtime, runner.server, slow_clients.timeout, web_guard,
-                                served_by=pool is not None)
-    listening: list[asyncio.Server] = []
     try:
-        if pool is None:
-            listening = await fastlane.listen(lane, fastlane.bind(host, port), ssl_context)
-        else:  # the shared socket, then the workers
-            listening = await pool.start(runner, lane, ssl_context)
-        scheme = "https" if ssl_context else "http"
-        log.info("listening", extra={"address": f"{scheme}://{host or '0.0.0.0'}:{port}"})
+        for sock in sockets:  # one aiohttp site per address the listen host resolves to
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
+            await site.start()
+            log.info("listening", extra={"address": site.name})
         if demo is not None:
             log.info("demo simulator running", extra={"simulator": demo.simulator.base_url})
         await stop.wait()
         log.info("shutting down")
     finally:
         watcher.cancel()
-        for server in listening:
-            server.close()
-        await lane.shutdown(SHUTDOWN_GRACE / 2)
-        if pool is None:
-            await runner.cleanup()
-        else:
-            await asyncio.gather(runner.cleanup(), pool.stop(SHUTDOWN_GRACE))
+        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
         await runtime.stop()
         if demo is not None:
             await demo.stop()

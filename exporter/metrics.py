@@ -7,6 +7,7 @@ when one is configured.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -333,6 +334,43 @@ WITNESSES = ("statuspage", "probes", "network", "crowd", "dependencies", "contro
 WITNESS_VIEWS = ("ok", "degraded", "down", "unknown")
 CROWD_WINDOWS = ("5m", "30m", "1d")
 INCIDENT_IMPACTS = ("none", "minor", "major", "critical", "maintenance", "unknown")
+
+# The documented reason set of each kind (docs/metrics.md, "Failure reasons"): every counter with
+# a reason label (probe_failures_total, statuspage_poll_failures_total, and the poll counters
+# of kinds still to come) is emitted at 0 for each of its kind's reasons from the first scrape,
+# so increase() sees the first failure. A new kind declares its set here and gets the same.
+POLL_REASONS = ("timeout", "connect", "tls", "http_status", "not_json", "schema", "too_large")
+_TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout")
+_API_REASONS = (
+    *_TRANSPORT_REASONS, "http_5xx", "overloaded", "rate_limited", "spend_limit", "auth",
+    "billing", "permission", "not_found", "bad_request", "bad_response", "stream_error",
+    "http_status", "budget_exhausted",
+)
+# "internal" (a bug in the exporter) can end a run of every check kind; a status page's is
+# counted as "schema" (exporter/scheduler.py).
+FAILURE_REASONS: dict[str, tuple[str, ...]] = {
+    "statuspage": POLL_REASONS,
+    "anthropic": (*_API_REASONS, "internal"),
+    "openai": (*_API_REASONS, "internal"),
+    "http": (*_TRANSPORT_REASONS, "status_mismatch", "body_mismatch", "bad_response", "auth",
+             "redirect_refused", "internal"),
+    "tcp": ("dns", "connect", "timeout", "internal"),
+    "tls": ("dns", "connect", "timeout", "tls", "internal"),
+    "icmp": ("dns", "timeout", "loss", "unreachable", "permission", "internal"),
+    "dns": ("dns", "connect", "timeout", "internal"),
+    # Dependency and crowd feeds, polled like status pages (dependency_poll_failures_total,
+    # crowd_poll_failures_total).
+    "gcp_status": POLL_REASONS,
+    "aws_health": POLL_REASONS,
+    "azure_status": POLL_REASONS,
+    "openrouter": POLL_REASONS,
+}
+
+
+def reasons_with(kind: str, seen: Iterable[str] = ()) -> list[str]:
+    """The reasons to export for ``kind``: its documented set, then any other reason that
+    occurred (so an undeclared one is still counted), sorted."""
+    return sorted({*FAILURE_REASONS.get(kind, ()), *seen})
 
 
 def all_specs() -> list[MetricSpec]:

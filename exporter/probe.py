@@ -2,8 +2,8 @@
 
 Prometheus schedules (and shards) the targets; the exporter runs the module's prober once per
 request and answers with that run alone: ``probe_success``, ``probe_duration_seconds`` and
-the prober's own series under blackbox_exporter's names (written directly, the same text
-prometheus_client would write), without
+the prober's own series under blackbox_exporter's names, from a fresh prometheus_client
+registry per request in the format the scrape negotiated, without
 the upstream/check/kind labels (Prometheus adds the target's labels). Counters show this run's
 increments and histograms this run's observations.
 
@@ -16,8 +16,9 @@ a pattern cannot stretch from the path into the host. A pattern whose host is an
 (``10.0.0.*:443``, ``[fd00::*]:*``) matches IP literals only, never a name that happens to
 start with digits (``10.0.0.evil.test:443``); a name is allowed by such patterns only when
 every address it resolves to is (``check_resolved``, run per request). At most
-``MAX_CONCURRENT`` probes run at once in one process (with ``--web.probe-workers=N``, in each
-of the N+1 processes); past that the answer is 429.
+``MAX_CONCURRENT`` probes run at once; past that the answer is 429. More /probe capacity
+comes from more replicas behind a Service, sharded by Prometheus's hashmod relabelling
+(docs/deploy.md).
 
 Status codes: 400 for a missing or unknown module or a malformed target, 403 for a target the
 module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is in
@@ -27,7 +28,6 @@ module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import functools
 import ipaddress
@@ -36,17 +36,20 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample, probers
+from exporter.checks import ProbeContext, Result, probers
 from exporter.checks.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.resources import local_resource_error
+from exporter.collector import Families, histogram_buckets
 from exporter.config import (
     TARGET_KEY,
     CheckConfig,
@@ -57,12 +60,12 @@ from exporter.config import (
 )
 from exporter.scheduler import clean_result
 from exporter.secrets import SECRETS
+from exporter.state import Histogram
 
 log = logging.getLogger("exporter.probe")
 
 MAX_CONCURRENT = 64  # simultaneous /probe runs per process; more get 429
 TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus's scrape timeout, as blackbox does
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"  # refusals and the debug page
 IDENTITY_LABELS = {"upstream", "check", "kind", "model"}
 OUTCOMES = ("ok", "refused", "unknown_module", "bad_request", "busy")
@@ -71,21 +74,15 @@ HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za
 
 _in_flight = 0
 _requests: Counter[tuple[str, str]] = Counter()
-# Other processes' counts of their /probe requests, each a callable returning them.
-COUNT_SOURCES: list[Callable[[], Mapping[tuple[str, str], int]]] = []
 
 
 def probe_request_counts() -> dict[tuple[str, str], int]:
     """Requests to /probe by (module, outcome) since start, for exporter_probe_requests_total.
 
     ``module`` is "" when the request named no known module, so a caller cannot create
-    series at will. With /probe workers (exporter/workers.py) their counts are added through
-    ``COUNT_SOURCES``.
+    series at will.
     """
-    total = Counter(_requests)
-    for source in COUNT_SOURCES:
-        total.update(source())
-    return dict(total)
+    return dict(_requests)
 
 
 def in_flight() -> int:
@@ -295,145 +292,61 @@ def probe_timeout(module: CheckConfig, header: str | None) -> float:
 
 # -- rendering -----------------------------------------------------------------------------------
 #
-# The answer is written as text directly (no prometheus_client registry per request), in exactly
-# the form prometheus_client's generate_latest gave it before: families in the same order, label
-# names sorted, values formatted by Go's rules, counters as name_total, histograms as
-# _bucket/_count/_sum with float counts. tests/test_probe_render.py compares the two.
+# Each answer comes from a fresh CollectorRegistry holding only this run, as blackbox_exporter
+# does, written by prometheus_client in the format the scrape asked for.
 
 THIS_PROBE_ONLY = " (this probe only)"  # appended to the help of counters and histograms
 # blackbox_exporter's help texts for the two series every /probe answer carries.
 SUCCESS_HELP = m.PROBE_SUCCESS_ONE_RUN_HELP
 DURATION_HELP = m.PROBE_DURATION_ONE_RUN_HELP
-_INF = float("inf")
 
 
-def go_float(value: float) -> str:
-    """A sample value as Prometheus's Go code (and prometheus_client) writes it."""
-    d = float(value)
-    if 0.0 <= d < 1e6:
-        return repr(d)  # the common case, written the same by both
-    if d != d:
-        return "NaN"
-    if d == _INF:
-        return "+Inf"
-    if d == -_INF:
-        return "-Inf"
-    text = repr(d)
-    if d > 0:
-        dot = text.find(".")
-        if dot > 6:  # Go switches to an exponent from 1e21 down to 1e6 sooner than Python
-            mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
-            return f"{mantissa}e+{dot - 1:02d}"
-    return text
+def _own_labels(spec: m.MetricSpec) -> tuple[str, ...]:
+    """A spec's label names without the check identity (Prometheus adds the target's labels)."""
+    return tuple(n for n in spec.labels if n not in IDENTITY_LABELS)
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+class RunCollector:
+    """client_python Collector for one /probe run: probe_success, probe_duration_seconds, then
+    the prober's series; counters show this run's increments, histograms its observations."""
 
+    def __init__(self, result: Result) -> None:
+        self.result = result
 
-def _escape_value(text: str) -> str:
-    if "\\" not in text and "\n" not in text and '"' not in text:
-        return text
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _head(name: str, help_text: str, kind: str) -> str:
-    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} {kind}\n"
-
-
-_SUCCESS = (_head(m.PROBE_SUCCESS.name, SUCCESS_HELP, "gauge")
-            + f"{m.PROBE_SUCCESS.name} ").encode()
-_DURATION = (_head(m.PROBE_DURATION.name, DURATION_HELP, "gauge")
-             + f"{m.PROBE_DURATION.name} ").encode()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Family:
-    head: str  # the HELP and TYPE lines
-    name: str  # the sample name (histograms: the base of _bucket, _count, _sum)
-    labels: tuple[str, ...]  # label names beyond the check identity, sorted as written
-    les: tuple[str, ...]  # histograms: the le label of each bucket but +Inf
-
-
-_FAMILIES: dict[str, _Family] = {}  # by spec name: a spec's fields never change
-
-
-def _family(spec: m.MetricSpec) -> _Family:
-    family = _FAMILIES.get(spec.name)
-    if family is None:
-        labels = tuple(sorted(n for n in spec.labels if n not in IDENTITY_LABELS))
-        name, help_text = spec.name, spec.help
-        if spec.type == "counter":
-            name = name.removesuffix("_total") + "_total"
-        if spec.type != "gauge":
-            help_text += THIS_PROBE_ONLY
-        family = _FAMILIES[spec.name] = _Family(_head(name, help_text, spec.type), name, labels,
-                                                tuple(repr(float(b)) for b in spec.buckets))
-    return family
-
-
-def _pairs(names: tuple[str, ...], labels: Mapping[str, Any]) -> list[str]:
-    return [f'{n}="{_escape_value(str(labels.get(n, "")))}"' for n in names]
-
-
-def render(result: Result) -> bytes:
-    """The /probe answer for one run: probe_success, probe_duration_seconds, then the prober's
-    series (gauges and counters grouped by metric in order of appearance, then histograms)."""
-    out = [_SUCCESS + (b"1.0\n" if result.success else b"0.0\n"),
-           _DURATION + go_float(result.duration_seconds).encode() + b"\n"]
-    text: list[str] = []
-    if result.gauges or result.counters:
-        grouped: dict[str, list[Sample]] = {}
+    def collect(self) -> Iterator[Metric]:
+        result = self.result
+        yield GaugeMetricFamily(m.PROBE_SUCCESS.name, SUCCESS_HELP,
+                                value=1.0 if result.success else 0.0)
+        yield GaugeMetricFamily(m.PROBE_DURATION.name, DURATION_HELP,
+                                value=result.duration_seconds)
+        out = Families()
         for sample in (*result.gauges, *result.counters):
-            group = grouped.get(sample.metric.name)
-            if group is None:
-                grouped[sample.metric.name] = [sample]
-            else:
-                group.append(sample)
-        for samples in grouped.values():
-            family = _family(samples[0].metric)
-            text.append(family.head)
-            for sample in samples:
-                labels = "{" + ",".join(_pairs(family.labels, sample.labels)) + "}" \
-                    if family.labels else ""
-                text.append(f"{family.name}{labels} {go_float(sample.value)}\n")
-    if result.observations:
-        _histograms(text, result.observations)
-    if text:
-        out.append("".join(text).encode())
-    return b"".join(out)
+            spec = sample.metric
+            names = _own_labels(spec)
+            help_text = spec.help if spec.type == "gauge" else spec.help + THIS_PROBE_ONLY
+            family = out.family(spec, help_text, names)
+            family.add_metric([str(sample.labels.get(n, "")) for n in names],  # type: ignore[attr-defined]
+                              sample.value)
+        observed: dict[tuple[m.MetricSpec, tuple[str, ...]], Histogram] = {}
+        for sample in result.observations:
+            spec = sample.metric
+            values = tuple(str(sample.labels.get(n, "")) for n in _own_labels(spec))
+            hist = observed.get((spec, values))
+            if hist is None:
+                hist = observed[(spec, values)] = Histogram(spec.buckets)
+            hist.observe(sample.value)
+        for (spec, values), hist in observed.items():
+            family = out.family(spec, spec.help + THIS_PROBE_ONLY, _own_labels(spec))
+            family.add_metric(list(values), histogram_buckets(hist), hist.sum)  # type: ignore[attr-defined]
+        yield from out
 
 
-def _histograms(text: list[str], observations: tuple[Sample, ...]) -> None:
-    observed: dict[str, tuple[m.MetricSpec, dict[tuple[str, ...], list[float]]]] = {}
-    for sample in observations:
-        spec = sample.metric
-        entry = observed.get(spec.name)
-        if entry is None:
-            entry = observed[spec.name] = (spec, {})
-        names = _family(spec).labels
-        key = tuple(str(sample.labels.get(n, "")) for n in names)
-        entry[1].setdefault(key, []).append(sample.value)
-    for spec, series in observed.values():
-        family = _family(spec)
-        text.append(family.head)
-        for values, points in series.items():
-            pairs = _pairs(family.labels, dict(zip(family.labels, values, strict=True)))
-            # "le" takes its place among the sorted label names.
-            before = "".join(p + "," for n, p in zip(family.labels, pairs, strict=True)
-                             if n < "le")
-            after = "".join("," + p for n, p in zip(family.labels, pairs, strict=True)
-                            if n > "le")
-            bucket = f"{family.name}_bucket{{{before}le=\""
-            # Counts are whole numbers, written as Go writes a float: "3.0". NaN is in no
-            # bucket but +Inf, as "v <= bound" is false for it.
-            ordered = sorted(v for v in points if v == v)
-            for le, bound in zip(family.les, spec.buckets, strict=True):
-                text.append(f"{bucket}{le}\"{after}}} {bisect.bisect_right(ordered, bound)}.0\n")
-            text.append(f"{bucket}+Inf\"{after}}} {len(points)}.0\n")
-            labels = "{" + ",".join(pairs) + "}" if pairs else ""
-            text.append(f"{family.name}_count{labels} {len(points)}.0\n")
-            text.append(f"{family.name}_sum{labels} {go_float(sum(points))}\n")
+def render(result: Result, accept: str = "") -> tuple[bytes, str]:
+    """The /probe answer for one run and its content type, negotiated from ``accept``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RunCollector(result))
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type
 
 
 def module_yaml(module: CheckConfig) -> str:
@@ -481,7 +394,6 @@ PREPARED_MAX = 1024  # remembered (module, target, timeout) combinations; the ol
 # the running config holds, so a reload takes effect at once.
 _prepared: dict[tuple[str, str, float],
                 tuple[CheckConfig, CheckConfig, logging.Logger, str | None]] = {}
-_runtime_key: Any = None  # exporter.web.RUNTIME_KEY, looked up on first use (web imports us)
 
 
 def probe_check(module: CheckConfig, target: str, limit: float) -> CheckConfig:
@@ -549,7 +461,7 @@ async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logg
 class Answer:
     status: int
     body: bytes
-    content_type: str = CONTENT_TYPE
+    content_type: str
 
 
 def _refusal(module: str, outcome: str, status: int, text: str) -> Answer:
@@ -557,10 +469,10 @@ def _refusal(module: str, outcome: str, status: int, text: str) -> Answer:
     return Answer(status, (text + "\n").encode(), TEXT_TYPE)
 
 
-async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | None) -> Answer:
-    """The whole /probe request, served by aiohttp (handle_probe) or the fast lane
-    (exporter/fastlane.py): ``query`` is the decoded query string, ``scrape_timeout`` the
-    X-Prometheus-Scrape-Timeout-Seconds header."""
+async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | None,
+                 accept: str = "") -> Answer:
+    """The whole /probe request: ``query`` is the decoded query string, ``scrape_timeout`` the
+    X-Prometheus-Scrape-Timeout-Seconds header, ``accept`` the Accept header."""
     global _in_flight
     module_name = query.get("module", "")
     if not module_name:
@@ -591,19 +503,8 @@ async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | N
     if log.isEnabledFor(logging.DEBUG):
         log.debug("probe done", extra={"probe_module": module_name, "target": target,
                                        "success": result.success, "reason": result.reason})
-    body = render(result)
     if debug:
+        body, _ = render(result)
         return Answer(200, debug_page(module, target, timeout, result, body).encode(), TEXT_TYPE)
-    return Answer(200, body)
-
-
-async def handle_probe(request: web.Request) -> web.Response:
-    global _runtime_key
-    if _runtime_key is None:
-        from exporter.web import RUNTIME_KEY
-
-        _runtime_key = RUNTIME_KEY
-    reply = await answer(request.app[_runtime_key], request.query,
-                         request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
-    return web.Response(status=reply.status, body=reply.body,
-                        headers={"Content-Type": reply.content_type})
+    body, content_type = render(result, accept)
+    return Answer(200, body, content_type)

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from prometheus_client.exposition import generate_latest
 
-from exporter import __version__, eventloop, icmp_mode
+from exporter import __version__, eventloop, icmp_mode, probe
 from exporter import status as status_json
-from exporter.collector import Collector
+from exporter.collector import StateCollector, asyncio_tasks, registry_for
 from exporter.config import Config, ConfigError, with_vantage
 from exporter.scheduler import Scheduler
 from exporter.secrets import SECRETS
@@ -58,12 +59,13 @@ class Runtime:
         self.config = with_vantage(load(), vantage)  # raises ConfigError: caller reports it
         self.state = StateStore()
         self.verdicts = Verdicts()
-        self.collector = Collector(self.state, self.verdicts, extra=self._extra_lines)
+        self.collector = StateCollector(self.state, self.verdicts, probe.probe_request_counts,
+                                        extra=[asyncio_tasks])
         self.collector.vantage = self.config.vantage
+        self.registry = registry_for(self.collector)
         self.session: aiohttp.ClientSession | None = None
         self.scheduler: Scheduler | None = None
         self.extra_status: dict[str, Any] = {}
-        self.extra_metrics: list[Callable[..., None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._ready = False
         self._gc_threshold: tuple[int, int, int] | None = None
@@ -75,10 +77,7 @@ class Runtime:
     async def start(self) -> None:
         icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
         self.session = new_session()
-        # Each check's series are rendered right after it runs, spreading the work of /metrics
-        # over time: a scrape then only concatenates (docs/benchmarks.md).
-        self.scheduler = Scheduler(self.state, self.session,
-                                   on_result=lambda check, _: self.collector.refresh(check.key))
+        self.scheduler = Scheduler(self.state, self.session)
         gc.collect()  # the config parse's garbage, now rather than as a pause between checks
         self._gc_threshold = gc.get_threshold()
         young, *older = self._gc_threshold
@@ -144,21 +143,19 @@ class Runtime:
             self._ready = self.scheduler is not None and self.state.all_ran()
         return self._ready
 
-    def metrics(self) -> bytes:
-        return b"".join(self.metrics_chunks())
-
-    def metrics_chunks(self) -> list[bytes]:
+    def refresh(self) -> None:
+        """Bring the verdicts up to date (memory only), before a scrape reads them."""
         self.verdicts.refresh(self.state, self.config)
-        return self.collector.render_chunks()
+
+    def metrics(self) -> bytes:
+        """/metrics in the text format, as a plain scrape gets it."""
+        self.refresh()
+        return generate_latest(self.registry)
 
     def status(self) -> dict[str, Any]:
         self.verdicts.refresh(self.state, self.config)
         return status_json.build(self.config, self.state, self.verdicts, ready=self.ready,
                                  extra=self.extra_status)
-
-    def _extra_lines(self, renderer: Any, out: Any) -> None:
-        for add in self.extra_metrics:
-            add(renderer, out)
 
     async def _tick(self) -> None:
         wait = VERDICT_TICK

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
-import zlib
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from prometheus_client.exposition import choose_encoder
 
 from exporter import landing
-from exporter.collector import CONTENT_TYPE
-from exporter.probe import handle_probe
+from exporter.collector import Snapshot, registry_for
+from exporter.probe import answer
 from exporter.runtime import Runtime
 
 log = logging.getLogger("exporter.web")
@@ -22,11 +22,9 @@ log = logging.getLogger("exporter.web")
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
 Reloader = Callable[[], tuple[bool, str]]
 RELOADERS_KEY = web.AppKey("reloaders", list[Reloader])  # runtime first, then the web config
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-GZIP_MIN_BYTES = 4096
-# A larger /metrics answer is sent in pieces of about this size, with the event loop free in
-# between: one 25 MB write (10,000 checks) would hold up every probe's timing for tens of ms.
-STREAM_PIECE_BYTES = 256 * 1024
+GZIP_MIN_BYTES = 4096  # smaller answers are sent as they are: gzip would save next to nothing
 
 # Limits of the HTTP surface (docs/security.md). No endpoint reads a request body.
 MAX_BODY_BYTES = 64 * 1024  # a larger declared Content-Length is answered 413
@@ -40,46 +38,60 @@ SERVER_LIMITS: dict[str, Any] = {  # aiohttp server (RequestHandler) settings, f
 }
 
 
-async def metrics(request: web.Request) -> web.StreamResponse:
-    chunks = request.app[RUNTIME_KEY].metrics_chunks()
-    size = sum(map(len, chunks))
-    compress = size >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", "")
-    headers = {"Content-Type": CONTENT_TYPE}
-    if size <= STREAM_PIECE_BYTES:
-        body = b"".join(chunks)
-        if compress:
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-    response = web.StreamResponse(headers=headers)
-    if compress:
-        response.headers["Content-Encoding"] = "gzip"
-    else:
-        response.content_length = size
-    await response.prepare(request)
-    gzipper = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if compress else None
-    for piece in _pieces(chunks):
-        data = gzipper.compress(piece) if gzipper else piece
-        if data:
-            await response.write(data)
-        await asyncio.sleep(0)  # let waiting callbacks (probe timings) run between pieces
-    if gzipper:
-        await response.write(gzipper.flush())
-    await response.write_eof()
+def gzip_quality(accept_encoding: str) -> float:
+    """The quality the client gives gzip in its Accept-Encoding (RFC 9110 section 12.5.3):
+    ``gzip`` or ``x-gzip`` by name, else ``*``, else 0; ``gzip;q=0`` means "not gzip"."""
+    named: float | None = None
+    star: float | None = None
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = min(1.0, max(0.0, float(value.strip())))
+                except ValueError:
+                    quality = 0.0  # a malformed weight accepts nothing
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            named = quality if named is None else max(named, quality)
+        elif coding == "*":
+            star = quality
+    if named is not None:
+        return named
+    return star if star is not None else 0.0
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics through prometheus_client's building blocks: its content negotiation
+    (choose_encoder: OpenMetrics when asked, else the 0.0.4 text), ``name[]=`` filtering
+    (restricted_registry) and its writers. The families are built on the event loop from
+    memory (a consistent snapshot, no network I/O); writing them, most of a large scrape's
+    CPU, runs in a thread so that probes due meanwhile keep their timing. Compression is
+    gzip when the client gives it a weight above 0: prometheus_client.aiohttp's handler
+    writes on the loop and leaves compression to aiohttp, which reads ``gzip;q=0`` as gzip."""
+    runtime = request.app[RUNTIME_KEY]
+    runtime.refresh()
+    registry = registry_for(Snapshot(runtime.collector.collect()))
+    names = request.query.getall("name[]", [])
+    source = registry.restricted_registry(names) if names else registry
+    encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    body = await asyncio.get_running_loop().run_in_executor(None, encoder, source)
+    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type,
+                                                hdrs.VARY: hdrs.ACCEPT_ENCODING})
+    if len(body) >= GZIP_MIN_BYTES \
+            and gzip_quality(request.headers.get(hdrs.ACCEPT_ENCODING, "")) > 0:
+        response.enable_compression(web.ContentCoding.gzip)
     return response
 
 
-def _pieces(chunks: list[bytes]) -> Iterator[bytes]:
-    batch: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        batch.append(chunk)
-        size += len(chunk)
-        if size >= STREAM_PIECE_BYTES:
-            yield b"".join(batch)
-            batch, size = [], 0
-    if batch:
-        yield b"".join(batch)
+async def handle_probe(request: web.Request) -> web.Response:
+    reply = await answer(request.app[RUNTIME_KEY], request.query,
+                         request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+                         ",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    return web.Response(status=reply.status, body=reply.body,
+                        headers={"Content-Type": reply.content_type})
 
 
 async def healthy(_: web.Request) -> web.Response:
@@ -129,9 +141,6 @@ async def index(request: web.Request) -> web.Response:
                         content_type="text/html")
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def _too_large(request: web.Request) -> web.Response | None:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return web.Response(status=413, text=f"request body larger than {MAX_BODY_BYTES} "
@@ -178,23 +187,46 @@ class SlowClientGuard:
             self._served &= live
 
 
-def make_app(runtime: Runtime, guard: SlowClientGuard | None = None,
-             forward: Handler | None = None) -> web.Application:
-    """The exporter's app. With ``forward`` (a /probe worker, exporter/workers.py) only
-    GET /probe is answered here; every other request, unknown paths and methods included, goes
-    to ``forward`` unchanged. The middlewares and limits are the same either way."""
+def make_app(runtime: Runtime, guard: SlowClientGuard | None = None) -> web.Application:
+    """The exporter's app. Routes are a table: a new endpoint is one more row."""
     middlewares = [limit_body] if guard is None else [guard.middleware]
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[RUNTIME_KEY] = runtime
     app[RELOADERS_KEY] = [runtime.reload]
-    app.router.add_get("/probe", handle_probe)
-    gets: list[tuple[str, Handler]] = [("/metrics", metrics), ("/", index),
+    gets: list[tuple[str, Handler]] = [("/metrics", metrics),
+                                       ("/probe", handle_probe), ("/", index),
                                        ("/api/v1/status", status), ("/-/healthy", healthy),
                                        ("/-/ready", ready)]
     for path, handler in gets:
-        app.router.add_get(path, forward or handler)
-    app.router.add_post("/-/reload", forward or reload)
-    app.router.add_put("/-/reload", forward or reload)
-    if forward is not None:
-        app.router.add_route("*", "/{tail:.*}", forward)
+        app.router.add_get(path, handler)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_put("/-/reload", reload)
     return app
+
+
+BACKLOG = 1024  # the kernel's queue of connections not yet accepted, per listening socket
+
+
+def bind(host: str | None, port: int) -> list[socket.socket]:
+    """The listening sockets, one per address, each served by its own aiohttp site. No host:
+    every address, IPv6 and IPv4, on one socket; a name: every address it resolves to, on one
+    port (the first bind picks it when ``port`` is 0). OSError: the caller reports it."""
+    if host is None:
+        if socket.has_dualstack_ipv6():
+            return [socket.create_server(("", port), family=socket.AF_INET6, backlog=BACKLOG,
+                                         dualstack_ipv6=True)]
+        return [socket.create_server(("", port), backlog=BACKLOG)]
+    socks: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if any(s.family == family and s.getsockname()[0] == address[0] for s in socks):
+                continue  # getaddrinfo may list an address twice
+            if port == 0 and socks:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            socks.append(socket.create_server(address, family=family, backlog=BACKLOG))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

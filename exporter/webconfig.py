@@ -407,20 +407,6 @@ class WebGuard:
         resource = request.match_info.route.resource
         return resource is not None and resource.canonical in config.exempt_paths
 
-    def admits(self, authorization: str | None) -> bool:
-        """True when a /probe request with this Authorization header needs no more checking:
-        no users, /probe exempt, or these very credentials verified before. The /probe fast
-        lane (exporter/fastlane.py) asks; a False sends the request the middleware's way."""
-        config = self.config
-        if not config.users or "/probe" in config.exempt_paths:
-            return True
-        credentials = self._credentials(authorization or "", config)
-        return credentials is not None and credentials[1] is not None \
-            and credentials[2] in self._verified
-
-    def response_headers(self) -> dict[str, str]:
-        return dict(self.config.headers)
-
     def _credentials(self, header: str, config: WebConfig,
                      ) -> tuple[bytes, bytes | None, bytes, str] | None:
         """(password, its user's hash or None, the cache digest, login), or None when the

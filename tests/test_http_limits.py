@@ -211,3 +211,68 @@ def test_error_pages_carry_no_internals(exporter: Exporter) -> None:
     body = err.value.read().decode(errors="replace")
     assert err.value.code == 400
     assert "Traceback" not in body and "File \"" not in body
+
+
+# -- malformed request heads: aiohttp's parser answers 400, and nothing hidden in them runs -----
+
+RELOAD = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("path", [b"/probe?module=silent&target=x", b"/metrics", b"/-/healthy"])
+@pytest.mark.parametrize(("name", "head"), [pytest.param(*case, id=case[0]) for case in [
+    ("HTTP/1.1 without Host", b"GET {path} HTTP/1.1\r\n\r\n"),
+    ("two Host headers", b"GET {path} HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+    ("a space in a header name", b"GET {path} HTTP/1.1\r\nHost: x\r\nX Y: 1\r\n\r\n"),
+    ("a control byte in a header name", b"GET {path} HTTP/1.1\r\nHost: x\r\nX\x01Y: 1\r\n\r\n"),
+    ("bare LF line endings", b"GET {path} HTTP/1.1\nHost: x\n\n"),
+]])
+def test_malformed_request_heads_are_400(exporter: Exporter, name: str, head: bytes,
+                                         path: bytes) -> None:
+    response = raw(exporter, head.replace(b"{path}", path))
+    assert status_of(response) == 400, (name, response[:300])
+
+
+@pytest.mark.parametrize(("name", "smuggled"), [pytest.param(*case, id=case[0]) for case in [
+    ("after a bare-LF head", b"GET /-/healthy HTTP/1.1\nHost: x\n\n" + RELOAD),
+    ("behind a bare LF inside the head", b"GET /-/healthy HTTP/1.1\r\nHost: x\nX: 1\r\n\r\n" + RELOAD),
+    ("in a body the head does not declare", b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n"
+                                            b"Transfer-Encoding: chunked\nX: 1\r\n\r\n0\r\n\r\n"
+                                            + RELOAD),
+]])
+def test_a_reload_hidden_in_a_malformed_request_does_not_run(exporter: Exporter, name: str,
+                                                             smuggled: bytes) -> None:
+    before = exporter.scrape().value("exporter_config_last_reload_success_timestamp_seconds")
+    response = raw(exporter, smuggled)
+    assert status_of(response) == 400, (name, response[:300])
+    assert b"config reloaded" not in response
+    time.sleep(0.05)  # a reload would have happened by now: it is synchronous once parsed
+    after = exporter.scrape().value("exporter_config_last_reload_success_timestamp_seconds")
+    assert after == before, name
+    assert "config reloaded" not in exporter.log()
+
+
+def test_pipelined_requests_behind_a_slow_probe_are_held_back(exporter: Exporter,
+                                                             silent_port: int) -> None:
+    """Requests pipelined behind a /probe that takes its whole timeout are not all read and
+    queued: aiohttp stops reading the connection, so the sender's writes back up while the
+    exporter keeps serving other connections."""
+    host, port = exporter.url.removeprefix("http://").split(":")
+    slow = (f"GET /probe?module=silent&target=http://127.0.0.1:{silent_port}/x HTTP/1.1\r\n"
+            "Host: x\r\n\r\n").encode()
+    filler = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 1000  # 38 KB per write
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        conn.sendall(slow)
+        conn.setblocking(False)
+        sent = 0
+        for _ in range(2000):  # at most 76 MB: far more than the kernel's buffers hold
+            try:
+                sent += conn.send(filler)
+            except BlockingIOError:
+                break
+        else:
+            pytest.fail(f"the exporter read {sent} pipelined bytes without pausing")
+        # Another connection is served while this one is held back.
+        status, body, _ = http_get(exporter.url + "/-/healthy", timeout=5)
+        assert status == 200 and body == "Healthy.\n"
+    assert exporter.scrape().value("exporter_build_info") == 1
