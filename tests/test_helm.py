@@ -433,6 +433,19 @@ def test_pod_disruption_budget_selects_the_pods(chart: Any) -> None:
     assert pdb["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
+def test_a_probe_fleet_runs_replicas_behind_one_service(chart: Any) -> None:
+    objs = render(chart, ci_values("probe-fleet"))
+    deployment = one(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert one(objs, "Service")["spec"]["selector"].items() <= pod_labels.items()
+    assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    # No background checks: more replicas add capacity, not duplicate series.
+    [cm] = [o for o in objs if o["kind"] == "ConfigMap" and "config.yml" in o.get("data", {})]
+    rendered = yaml.safe_load(cm["data"]["config.yml"])
+    assert "modules" in rendered and not {"upstreams", "control"} & set(rendered), rendered
+
+
 def test_notes_render_for_every_case(chart: Any) -> None:
     for path in [None, *CI_VALUES]:
         notes = [t for p, t in chart.render(case_values(path), name=RELEASE,
