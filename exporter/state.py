@@ -31,6 +31,8 @@ class Histogram:
         self.count = 0
 
     def observe(self, value: float) -> None:
+        if value != value:  # NaN: in no bucket, and a NaN _sum is refused by OpenMetrics readers
+            return
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1

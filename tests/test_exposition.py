@@ -20,10 +20,13 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics as m
+from exporter import probe
+from exporter.checks import Result, Sample
 from exporter.collector import StateCollector, registry_for
 from exporter.config import POLLED_KINDS, load_text
 from exporter.runtime import Runtime
@@ -374,3 +377,85 @@ upstreams:
         assert 'probe_runs_total{check="web",kind="http",upstream="held"} 0.0' in body
     finally:
         held.close()
+
+
+# -- the /probe answer: one run, from a fresh registry -------------------------------------------
+
+RUN = Result(
+    False, 0.25, "timeout",
+    gauges=(Sample(m.PROBE_HTTP_STATUS_CODE, 503.0),
+            Sample(m.PROBE_HTTP_DURATION, 0.01, {"phase": "connect"}),
+            Sample(m.PROBE_HTTP_DURATION, 0.2, {"phase": "processing"})),
+    counters=(Sample(m.PROBE_API_ERRORS, 1.0, {"error_type": "overloaded_error"}),),
+    observations=(Sample(m.PROBE_ICMP_RTT, 0.0003), Sample(m.PROBE_ICMP_RTT, 0.002),
+                  Sample(m.PROBE_ICMP_RTT, float("nan"))),
+)
+
+
+def probe_answer(accept: str = "") -> dict[str, Any]:
+    body, content_type = probe.render(RUN, accept)
+    parse = om_families if content_type.startswith("application/openmetrics-text") \
+        else text_string_to_metric_families
+    return {f.name: f for f in parse(body.decode())}
+
+
+@pytest.mark.parametrize("accept", ["", PROMETHEUS_ACCEPT])
+@pytest.mark.parametrize(("family", "labels", "value"), [
+    ("probe_success", {}, 0.0),
+    ("probe_duration_seconds", {}, 0.25),
+    ("probe_http_status_code", {}, 503.0),  # no upstream/check/kind: Prometheus adds the target's
+    ("probe_http_duration_seconds", {"phase": "processing"}, 0.2),
+    ("probe_api_errors", {"error_type": "overloaded_error"}, 1.0),
+])
+def test_probe_answer_values(accept: str, family: str, labels: dict[str, str],
+                             value: float) -> None:
+    samples = {tuple(sorted(s.labels.items())): s.value for s in probe_answer(accept)[family].samples
+               if not s.name.endswith("_created")}
+    assert samples[tuple(sorted(labels.items()))] == value
+
+
+@pytest.mark.parametrize(("family", "help_text"), [
+    ("probe_success", "1 if the probe succeeded."),  # blackbox_exporter's own help texts
+    ("probe_duration_seconds", "Duration of the probe in seconds."),
+    ("probe_http_status_code", m.PROBE_HTTP_STATUS_CODE.help),
+    ("probe_api_errors", m.PROBE_API_ERRORS.help + probe.THIS_PROBE_ONLY),
+    ("probe_icmp_rtt_seconds", m.PROBE_ICMP_RTT.help + probe.THIS_PROBE_ONLY),
+])
+def test_probe_answer_help(family: str, help_text: str) -> None:
+    assert probe_answer()[family].documentation == help_text
+
+
+def test_probe_answer_histogram_holds_this_runs_observations() -> None:
+    samples = {(s.name, s.labels.get("le")): s.value
+               for s in probe_answer()["probe_icmp_rtt_seconds"].samples}
+    assert samples[("probe_icmp_rtt_seconds_bucket", "0.0005")] == 1.0
+    assert samples[("probe_icmp_rtt_seconds_bucket", "0.0025")] == 2.0
+    assert samples[("probe_icmp_rtt_seconds_bucket", "+Inf")] == 2.0  # a NaN is not observed
+    assert samples[("probe_icmp_rtt_seconds_count", None)] == 2.0
+    assert samples[("probe_icmp_rtt_seconds_sum", None)] == pytest.approx(0.0023)
+
+
+def test_promtool_accepts_the_probe_answer() -> None:
+    promtool = require_binary("promtool")
+    body, _ = probe.render(RUN)
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_nan_from_a_prober_does_not_break_the_openmetrics_form() -> None:
+    """A NaN observation or counter increment is not recorded: OpenMetrics readers refuse a
+    NaN histogram sum or counter, which would fail every later scrape of the exporter."""
+    config = load_text(ONE_OF_EACH, "test")
+    state = StateStore()
+    state.sync(config)
+    check = state.checks[("u", "i")].check
+    state.record(check, Result(True, 0.01, counters=(Sample(m.PROBE_ICMP_SENT, float("nan")),),
+                               observations=(Sample(m.PROBE_ICMP_RTT, float("nan")),
+                                             Sample(m.PROBE_ICMP_RTT, 0.001))))
+    registry = registry_for(StateCollector(state, Verdicts()))
+    body = openmetrics_latest(registry).decode()
+    families = {f.name: f for f in om_families(body)}
+    rtt = {s.name: s.value for s in families["probe_icmp_rtt_seconds"].samples}
+    assert rtt["probe_icmp_rtt_seconds_count"] == 1.0
+    assert "probe_icmp_packets_sent" not in families
