@@ -131,5 +131,5 @@ def _check_count(text: str) -> tuple[int, int]:
         if line.startswith("exporter_checks"):
             checks = int(float(line.split()[-1]))
         elif line.startswith(("probe_success{", "statuspage_poll_success{")):
-            good += line.endswith(" 1")
+            good += float(line.split()[-1]) == 1
     return checks, good

@@ -2,9 +2,10 @@
 
 ``python -m bench.render [CHECKS ...]`` fills a real Runtime (config, state store, verdicts,
 collector) with CHECKS tcp checks whose results come from one real tcp probe of a loopback
-listener, then times a cold render (every check ran since the last scrape, as when Prometheus
-scrapes every 15 s) and a warm one (nothing ran). ``--history`` also records a full run history
-per check and reports the state's steady-state memory with tracemalloc.
+listener, then times a render (the collector's families written by prometheus_client) after
+every check ran since the last scrape, as when Prometheus scrapes every 15 s ("cold"), and
+one after nothing ran ("warm"); with no cache between scrapes both do the same work.
+``--history`` also records a full run history per check and reports the state's steady-state memory with tracemalloc.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def measure(checks: int, rounds: int = 3, history: bool = False) -> RenderFigure
 
 
 def state_memory(checks: int) -> float:
-    """Bytes per check held by the state store and the render cache once every check has
+    """Bytes per check held by the state store once every check has
     run HISTORY times (the steady state of a long-running exporter)."""
     gc.collect()
     tracemalloc.start()

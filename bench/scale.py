@@ -102,7 +102,7 @@ def render_rows(ctx: Context) -> list[Row]:
         env=python_env())
     rows = []
     for fig in json.loads(done.stdout):
-        note = f"{fig['bytes'] / 1e6:.1f} MB; full re-render (after a reload) {fig['cold_ms']:.0f} ms"
+        note = f"{fig['bytes'] / 1e6:.1f} MB; after every check ran {fig['cold_ms']:.0f} ms"
         if fig.get("state_bytes_per_check"):
             note += (f"; state after {fig['history']} runs per check "
                      f"{fig['state_bytes_per_check'] / 1024:.1f} KiB per check")
