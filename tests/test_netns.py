@@ -42,8 +42,9 @@ def runs(scrape: Scrape, check: str) -> float:
 
 
 def reasons(scrape: Scrape, check: str) -> dict[str, float]:
+    """The reasons that occurred (every reason of the kind is exported, at 0 until then)."""
     return {dict(labels)["reason"]: v
-            for labels, v in scrape.all("probe_failures_total", check=check).items()}
+            for labels, v in scrape.all("probe_failures_total", check=check).items() if v}
 
 
 def after_runs(exporter: Exporter, checks: list[str], more: int, since: Scrape,
