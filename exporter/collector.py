@@ -1,6 +1,6 @@
 """The /metrics collector: client_python's Collector protocol over the state store.
 
-``StateCollector.collect()`` builds fresh metric families from a snapshot of memory on every
+``Collector.collect()`` builds fresh metric families from a snapshot of memory on every
 scrape (no network I/O, no awaits), as client_python's custom-collector docs and the "Writing
 exporters" page ask; prometheus_client writes them in whichever format the scrape negotiated
 (exporter/web.py). Series of checks removed by a reload disappear with their state.
@@ -26,6 +26,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -168,7 +169,7 @@ def add_witness(out: Families, state: CheckState) -> None:
 Extra = Callable[[Families], None]
 
 
-class StateCollector:
+class Collector:
     """client_python Collector: the state store, the verdicts and the exporter's own facts.
 
     ``probe_requests`` returns /probe's request counts by (module, outcome); ``extra`` are
@@ -193,6 +194,10 @@ class StateCollector:
         for produce in self.extra:
             produce(out)
         return iter(out)
+
+    def render(self) -> bytes:
+        """The text format of one collect(), for tools and tests (the web handler negotiates)."""
+        return generate_latest(registry_for(self))
 
     def _verdicts(self, out: Families) -> None:
         now = time.time()
@@ -230,7 +235,7 @@ def asyncio_tasks(out: Families) -> None:
 
 
 class Snapshot:
-    """Families already built (by StateCollector.collect on the event loop), as a Collector:
+    """Families already built (by Collector.collect on the event loop), as a Collector:
     writing them out can then happen off the loop without touching live state."""
 
     def __init__(self, families: Iterable[Metric]) -> None:
@@ -240,7 +245,7 @@ class Snapshot:
         return iter(self.families)
 
 
-def registry_for(collector: StateCollector | Snapshot) -> CollectorRegistry:
+def registry_for(collector: Collector | Snapshot) -> CollectorRegistry:
     """A registry of its own (never the global REGISTRY) serving only ``collector``; the
     collector names no metrics up front, so ``name[]`` filtering must ask it at each scrape."""
     registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)

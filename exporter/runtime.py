@@ -20,7 +20,7 @@ from prometheus_client.exposition import generate_latest
 
 from exporter import __version__, eventloop, icmp_mode, probe
 from exporter import status as status_json
-from exporter.collector import StateCollector, asyncio_tasks, registry_for
+from exporter.collector import Collector, asyncio_tasks, registry_for
 from exporter.config import Config, ConfigError, with_vantage
 from exporter.scheduler import Scheduler
 from exporter.secrets import SECRETS
@@ -59,7 +59,7 @@ class Runtime:
         self.config = with_vantage(load(), vantage)  # raises ConfigError: caller reports it
         self.state = StateStore()
         self.verdicts = Verdicts()
-        self.collector = StateCollector(self.state, self.verdicts, probe.probe_request_counts,
+        self.collector = Collector(self.state, self.verdicts, probe.probe_request_counts,
                                         extra=[asyncio_tasks])
         self.collector.vantage = self.config.vantage
         self.registry = registry_for(self.collector)

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import metrics as m
 from exporter import probe
 from exporter.checks import Result, Sample
-from exporter.collector import StateCollector, registry_for
+from exporter.collector import Collector, registry_for
 from exporter.config import POLLED_KINDS, load_text
 from exporter.runtime import Runtime
 from exporter.state import StateStore
@@ -189,7 +189,7 @@ def before_any_run() -> dict[str, Any]:
     config = load_text(ONE_OF_EACH, "test")
     state = StateStore()
     state.sync(config)
-    text = generate_latest(registry_for(StateCollector(state, Verdicts()))).decode()
+    text = generate_latest(registry_for(Collector(state, Verdicts()))).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
@@ -453,7 +453,7 @@ def test_nan_from_a_prober_does_not_break_the_openmetrics_form() -> None:
     state.record(check, Result(True, 0.01, counters=(Sample(m.PROBE_ICMP_SENT, float("nan")),),
                                observations=(Sample(m.PROBE_ICMP_RTT, float("nan")),
                                              Sample(m.PROBE_ICMP_RTT, 0.001))))
-    registry = registry_for(StateCollector(state, Verdicts()))
+    registry = registry_for(Collector(state, Verdicts()))
     body = openmetrics_latest(registry).decode()
     families = {f.name: f for f in om_families(body)}
     rtt = {s.name: s.value for s in families["probe_icmp_rtt_seconds"].samples}

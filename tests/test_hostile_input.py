@@ -414,7 +414,7 @@ STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 def test_raw_request_bytes_never_cause_a_server_error(probe_exporter: Exporter, raw: bytes) -> None:
     """Whatever arrives on the socket, pipelined or cut short, the answers are HTTP with a
     status under 500 (or none, for bytes that never form a request), and the connection ends
-    when the client's does: the fast lane and aiohttp behind it both."""
+    when the client's does."""
     reply = raw_exchange(probe_exporter.url, raw, half_close=True)
     statuses = [int(m.group(1)) for m in STATUS_LINE.finditer(reply)]
     assert not reply or reply.startswith(b"HTTP/1."), (raw, reply[:300])

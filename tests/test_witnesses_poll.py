@@ -219,8 +219,8 @@ async def test_a_failed_poll_keeps_the_last_good_incidents(serve: Serve,
     for result in results:
         state.record(check, result)
     text = Collector(state, Verdicts()).render().decode()
-    assert 'dependency_poll_success{upstream="claude",dependency="gcp"} 0' in text
-    assert 'dependency_poll_failures_total{upstream="claude",dependency="gcp",reason="not_json"} 1' in text
+    assert 'dependency_poll_success{dependency="gcp",upstream="claude"} 0.0' in text
+    assert 'dependency_poll_failures_total{dependency="gcp",reason="not_json",upstream="claude"} 1.0' in text
     assert 'incident_id="g1"' in text
 
 
