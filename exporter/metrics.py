@@ -357,7 +357,7 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "tcp": ("dns", "connect", "timeout", "internal"),
     "tls": ("dns", "connect", "timeout", "tls", "internal"),
     "icmp": ("dns", "timeout", "loss", "unreachable", "permission", "internal"),
-    "dns": ("dns", "connect", "timeout", "internal"),
+    "dns": ("dns", "validation", "connect", "tls", "timeout", "internal"),
     # Dependency and crowd feeds, polled like status pages (dependency_poll_failures_total,
     # crowd_poll_failures_total).
     "gcp_status": POLL_REASONS,

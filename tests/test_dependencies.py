@@ -19,8 +19,6 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "exporter"
-# Declared for work under way and not imported yet; delete an entry once its import lands.
-PENDING = {"icmplib": "the ICMP prober moves onto icmplib (issue 14, item 3)"}
 
 
 def imported_top_names(root: Path) -> dict[str, set[str]]:
@@ -77,7 +75,7 @@ def test_every_third_party_import_is_declared() -> None:
 
 
 def test_every_declared_dependency_is_imported() -> None:
-    unused = declared() - set(third_party_imports()) - set(PENDING)
+    unused = declared() - set(third_party_imports())
     assert not unused, f"in pyproject dependencies but never imported by exporter/: {unused}"
 
 
