@@ -25,7 +25,7 @@ from bench.load import probe_url
 from bench.procs import free_port, get, rss_mb, wait_http
 from bench.targets import start_blackbox, start_ours
 
-GOAL_MB = 45.0
+GOAL_MB = 50.0  # issue 14: the preset idle, with every library the exporter stands on
 
 
 def loopback_preset(ctx: Context, sim: str) -> str:
