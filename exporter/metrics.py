@@ -339,14 +339,16 @@ INCIDENT_IMPACTS = ("none", "minor", "major", "critical", "maintenance", "unknow
 # a reason label (probe_failures_total, statuspage_poll_failures_total, and the poll counters
 # of kinds still to come) is emitted at 0 for each of its kind's reasons from the first scrape,
 # so increase() sees the first failure. A new kind declares its set here and gets the same.
-POLL_REASONS = ("timeout", "connect", "tls", "http_status", "not_json", "schema", "too_large")
-_TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout")
+POLL_REASONS = ("timeout", "connect", "tls", "http_status", "not_json", "schema", "too_large",
+                "local_resources")
+# local_resources: out of file descriptors or buffers, ours rather than the target's.
+_TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "local_resources")
 _API_REASONS = (
     *_TRANSPORT_REASONS, "http_5xx", "overloaded", "rate_limited", "spend_limit", "auth",
     "billing", "permission", "not_found", "bad_request", "bad_response", "stream_error",
-    "http_status", "budget_exhausted",
+    "http_status", "budget_exhausted", "backoff",
 )
-# "internal" (a bug in the exporter) can end a run of every check kind; a status page's is
+# "internal" (a bug in the exporter) can end a run of every check kind; a polled feed's is
 # counted as "schema" (exporter/scheduler.py).
 FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "statuspage": POLL_REASONS,
@@ -354,10 +356,11 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "openai": (*_API_REASONS, "internal"),
     "http": (*_TRANSPORT_REASONS, "status_mismatch", "body_mismatch", "bad_response", "auth",
              "redirect_refused", "internal"),
-    "tcp": ("dns", "connect", "timeout", "internal"),
-    "tls": ("dns", "connect", "timeout", "tls", "internal"),
-    "icmp": ("dns", "timeout", "loss", "unreachable", "permission", "internal"),
-    "dns": ("dns", "validation", "connect", "tls", "timeout", "internal"),
+    "tcp": ("dns", "connect", "timeout", "local_resources", "internal"),
+    "tls": ("dns", "connect", "timeout", "tls", "local_resources", "internal"),
+    "icmp": ("dns", "timeout", "loss", "unreachable", "permission", "local_resources",
+             "internal"),
+    "dns": ("dns", "validation", "connect", "tls", "timeout", "local_resources", "internal"),
     # Dependency and crowd feeds, polled like status pages (dependency_poll_failures_total,
     # crowd_poll_failures_total).
     "gcp_status": POLL_REASONS,

@@ -208,9 +208,10 @@ def test_poll_failures_exist_at_zero_for_every_reason_before_the_first_poll(fami
 
 
 @pytest.mark.parametrize(("kind", "seen", "expected"), [
-    ("tcp", {}, ["connect", "dns", "internal", "timeout"]),
-    ("tcp", {"connect": 2}, ["connect", "dns", "internal", "timeout"]),
-    ("tcp", {"surprise": 1}, ["connect", "dns", "internal", "surprise", "timeout"]),
+    ("tcp", {}, ["connect", "dns", "internal", "local_resources", "timeout"]),
+    ("tcp", {"connect": 2}, ["connect", "dns", "internal", "local_resources", "timeout"]),
+    ("tcp", {"surprise": 1}, ["connect", "dns", "internal", "local_resources", "surprise",
+                              "timeout"]),
     ("a_kind_without_a_set", {"timeout": 1}, ["timeout"]),
 ])
 def test_reasons_to_export(kind: str, seen: dict[str, int], expected: list[str]) -> None:
