@@ -45,12 +45,12 @@ upstreams:
          degraded_latency: 3s}}
       - {{name: api-dns, kind: dns, target: localhost, component: k8w3r06qmzrp}}
       - {{name: api-tcp, kind: tcp, target: "{tls}", component: k8w3r06qmzrp}}
-      - {{name: api-tls, kind: tls, target: "{tls}", ca_file: "{ca}", component: k8w3r06qmzrp}}
+      - {{name: api-tls, kind: tls, target: "{tls}", tls_config: {{ca_file: "{ca}"}}, component: k8w3r06qmzrp}}
       - {{name: api-icmp, kind: icmp, target: 127.0.0.1, packets: 5, component: k8w3r06qmzrp}}
 control:
   - {{name: cloudflare-dns-tcp, kind: tcp, target: "127.0.0.1:{ctx.nginx.port}"}}
   - {{name: google-dns-tcp, kind: tcp, target: "{tcp2}"}}
-  - {{name: google-204, kind: http, url: "https://{tls}/generate_204", ca_file: "{ca}", valid_status_codes: [204]}}
+  - {{name: google-204, kind: http, url: "https://{tls}/generate_204", tls_config: {{ca_file: "{ca}"}}, valid_status_codes: [204]}}
   - {{name: quad9-icmp, kind: icmp, target: 127.0.0.1, packets: 3}}
 """
 

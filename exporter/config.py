@@ -102,6 +102,58 @@ class RRValidator:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """``mode`` environment (HTTPS_PROXY & co.), none, or url (this proxy)."""
+
+    mode: str = "environment"
+    url: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """blackbox_exporter's tls_config keys; versions as TLS10..TLS13."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: str | None = None
+    max_version: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A credential: ``name`` is the basic-auth username or the authorization type; the
+    secret itself is read at run time from ``env`` or ``file``, never stored here."""
+
+    name: str
+    env: str | None = None
+    file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SecretRef({self.name!r})"
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    header: str
+    regexp: str
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class JsonCondition:
+    path: str
+    equals: Any = None
+    matches: str | None = None
+    has_equals: bool = False
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     """One check (or one /probe module, then with ``allowed_targets`` and no target)."""
 
@@ -126,9 +178,17 @@ class CheckConfig:
     body_not_regex: str | None = None  # fail if the body matches
     json_path: str | None = None  # dotted path that must exist in a JSON body
     follow_redirects: bool = True
-    insecure_skip_verify: bool = False
-    ca_file: str | None = None
-    server_name: str | None = None
+    fail_if_body_matches_regexp: tuple[str, ...] = ()
+    fail_if_body_not_matches_regexp: tuple[str, ...] = ()
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
+    json_conditions: tuple[JsonCondition, ...] = ()
+    # the network path and credentials to the target (docs/configuration.md)
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig())
+    tls: TlsConfig = field(default_factory=lambda: TlsConfig())
+    basic_auth: SecretRef | None = None  # username + password
+    authorization: SecretRef | None = None  # type + credentials
+    auth_scheme: str = ""  # anthropic/openai: x-api-key | bearer; "" = the kind's default
     # APIs
     mode: str = "keyless"
     api_key_env: str | None = None
@@ -184,6 +244,10 @@ class StatuspageConfig:
     max_components: int = 1000
     max_incidents: int = 100  # open incidents, and maintenances, each
     max_label_chars: int = 256
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig())
+    tls: TlsConfig = field(default_factory=lambda: TlsConfig())
+    basic_auth: SecretRef | None = None
+    authorization: SecretRef | None = None
 
     @property
     def summary_url(self) -> str:
@@ -226,7 +290,9 @@ class Config:
             if up.statuspage is not None:
                 sp = up.statuspage
                 out.append(CheckConfig(upstream=up.name, name="statuspage", kind="statuspage",
-                                       interval=sp.interval, timeout=sp.timeout, url=sp.url))
+                                       interval=sp.interval, timeout=sp.timeout, url=sp.url,
+                                       proxy=sp.proxy, tls=sp.tls, basic_auth=sp.basic_auth,
+                                       authorization=sp.authorization))
             out.extend(up.checks)
             out.extend(CheckConfig(upstream=up.name, name=w.check_name, kind=w.kind,
                                    interval=w.interval, timeout=w.timeout, url=w.url, witness=w)
@@ -587,6 +653,169 @@ def parse_env_name(value: Any) -> str:
     return text
 
 
+class NestedError(ValueError):
+    """A problem inside a nested mapping: ``where`` is the path below the key."""
+
+    def __init__(self, where: Path_, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
+
+
+def _sub_mapping(value: Any, allowed: tuple[str, ...], what: str,
+                 secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of {what} (got {_show(value)})")
+    for key in value:
+        if secrets and key in secrets:
+            raise NestedError((key,), f"inline secrets are not allowed: use {secrets[key]}")
+        if key not in allowed:
+            raise NestedError((key,), f"unknown key (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _sub(parser: Parser, raw: dict[str, Any], key: str) -> Any:
+    try:
+        return parser(raw[key])
+    except NestedError as exc:
+        raise NestedError((key, *exc.where), str(exc)) from None
+    except ValueError as exc:
+        raise NestedError((key,), str(exc)) from None
+
+
+def _one_secret(raw: dict[str, Any], base: str) -> tuple[str | None, str | None]:
+    """``<base>_env`` or ``<base>_file``: exactly one."""
+    env_key, file_key = f"{base}_env", f"{base}_file"
+    if (env_key in raw) == (file_key in raw):
+        raise ValueError(f"needs exactly one of {env_key} or {file_key}")
+    if env_key in raw:
+        return _sub(parse_env_name, raw, env_key), None
+    return None, _sub(parse_str, raw, file_key)
+
+
+def parse_proxy(value: Any) -> ProxyConfig:
+    if value in ("environment", "none"):
+        return ProxyConfig(mode=str(value))
+    if not isinstance(value, dict):
+        raise ValueError('must be "environment", "none" or a mapping with url '
+                         f"(got {_show(value)})")
+    raw = _sub_mapping(value, ("url", "username", "password_env", "password_file"), "proxy "
+                       "settings", {"password": "password_env or password_file"})
+    if "url" not in raw:
+        raise ValueError("missing required key url")
+    url = _sub(parse_url, raw, "url")
+    username = _sub(parse_str, raw, "username") if "username" in raw else None
+    env = file = None
+    if "password_env" in raw or "password_file" in raw:
+        env, file = _one_secret(raw, "password")
+        if username is None:
+            raise ValueError("a proxy password needs a username")
+    return ProxyConfig(mode="url", url=url, username=username, password_env=env,
+                       password_file=file)
+
+
+def parse_tls_config(value: Any) -> TlsConfig:
+    raw = _sub_mapping(value, ("ca_file", "cert_file", "key_file", "server_name",
+                               "insecure_skip_verify", "min_version", "max_version"),
+                       "TLS settings")
+    out: dict[str, Any] = {}
+    for key in ("ca_file", "cert_file", "key_file", "server_name"):
+        if key in raw:
+            out[key] = _sub(parse_str, raw, key)
+    if "insecure_skip_verify" in raw:
+        out["insecure_skip_verify"] = _sub(parse_bool, raw, "insecure_skip_verify")
+    for key in ("min_version", "max_version"):
+        if key in raw:
+            out[key] = _sub(parse_enum(*TLS_VERSIONS), raw, key)
+    if ("cert_file" in out) != ("key_file" in out):
+        raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+    low, high = out.get("min_version"), out.get("max_version")
+    if low and high and TLS_VERSIONS.index(low) > TLS_VERSIONS.index(high):
+        raise NestedError(("min_version",), f"must not be above max_version ({low} > {high})")
+    return TlsConfig(**out)
+
+
+def parse_basic_auth(value: Any) -> SecretRef:
+    raw = _sub_mapping(value, ("username", "password_env", "password_file"), "basic auth "
+                       "settings", {"password": "password_env or password_file"})
+    if "username" not in raw:
+        raise ValueError("missing required key username")
+    username = _sub(parse_str, raw, "username")
+    if ":" in username:
+        raise NestedError(("username",), "must not contain ':' (RFC 7617)")
+    env, file = _one_secret(raw, "password")
+    return SecretRef(username, env, file)
+
+
+def parse_authorization(value: Any) -> SecretRef:
+    raw = _sub_mapping(value, ("type", "credentials_env", "credentials_file"), "authorization "
+                       "settings", {"credentials": "credentials_env or credentials_file"})
+    kind = _sub(parse_str, raw, "type") if "type" in raw else "Bearer"
+    if not HEADER_NAME.fullmatch(kind):
+        raise NestedError(("type",), f"must be one word such as Bearer (got {_show(kind)})")
+    env, file = _one_secret(raw, "credentials")
+    return SecretRef(kind, env, file)
+
+
+def parse_regex_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of regular expressions (got {_show(value)})")
+    return tuple(_sub(parse_regex, dict(enumerate(value)), i) for i in range(len(value)))  # type: ignore[arg-type]
+
+
+def parse_header_matches(value: Any) -> tuple[HeaderMatch, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of {{header, regexp}} (got {_show(value)})")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            raw = _sub_mapping(item, ("header", "regexp", "allow_missing"), "header, regexp "
+                               "and allow_missing")
+            if "header" not in raw or "regexp" not in raw:
+                raise ValueError("needs header and regexp")
+            out.append(HeaderMatch(_sub(parse_str, raw, "header"), _sub(parse_regex, raw, "regexp"),
+                                   _sub(parse_bool, raw, "allow_missing")
+                                   if "allow_missing" in raw else False))
+        except NestedError as exc:
+            raise NestedError((i, *exc.where), str(exc)) from None
+        except ValueError as exc:
+            raise NestedError((i,), str(exc)) from None
+    return tuple(out)
+
+
+def parse_json_conditions(value: Any) -> tuple[JsonCondition, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of {{path, equals | matches}} (got {_show(value)})")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            raw = _sub_mapping(item, ("path", "equals", "matches"), "path and equals or matches")
+            if "path" not in raw:
+                raise ValueError("missing required key path")
+            if ("equals" in raw) and ("matches" in raw):
+                raise ValueError("set equals or matches, not both")
+            equals = raw.get("equals")
+            if isinstance(equals, (dict, list)):
+                raise NestedError(("equals",), "must be a string, number, boolean or null")
+            out.append(JsonCondition(_sub(parse_str, raw, "path"), equals,
+                                     _sub(parse_regex, raw, "matches") if "matches" in raw else None,
+                                     "equals" in raw))
+        except NestedError as exc:
+            raise NestedError((i, *exc.where), str(exc)) from None
+        except ValueError as exc:
+            raise NestedError((i,), str(exc)) from None
+    return tuple(out)
+
+
+def moved(new_place: str) -> Parser:
+    """A key that has a new home: a clear error instead of a silent ignore."""
+    def parse(_value: Any) -> Any:
+        raise ValueError(f"has moved: use {new_place} (see docs/configuration.md)")
+    return parse
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -600,6 +829,18 @@ COMMON_KEYS: dict[str, Parser] = {
     "component": parse_str,
     "degraded_latency": parse_duration,
 }
+# Keys every kind that speaks HTTP accepts (docs/configuration.md, "Networks and credentials").
+NETWORK_KEYS: dict[str, Parser] = {
+    "proxy": parse_proxy,
+    "tls_config": parse_tls_config,
+    "basic_auth": parse_basic_auth,
+    "authorization": parse_authorization,
+}
+MOVED_TLS_KEYS: dict[str, Parser] = {
+    "ca_file": moved("tls_config.ca_file"),
+    "insecure_skip_verify": moved("tls_config.insecure_skip_verify"),
+    "server_name": moved("tls_config.server_name"),
+}
 _API_KEYS: dict[str, Parser] = {
     "url": parse_url,
     "api_key_env": parse_env_name,
@@ -609,8 +850,9 @@ _API_KEYS: dict[str, Parser] = {
     "prompt": parse_str,
     "daily_token_budget": parse_int(1, 10**12),
     "headers": parse_headers,
-    "insecure_skip_verify": parse_bool,
-    "ca_file": parse_str,
+    "auth_scheme": parse_enum("x-api-key", "bearer"),
+    **NETWORK_KEYS,
+    **MOVED_TLS_KEYS,
 }
 KIND_KEYS: dict[str, dict[str, Parser]] = {
     "anthropic": {
@@ -628,8 +870,13 @@ KIND_KEYS: dict[str, dict[str, Parser]] = {
         "body_not_regex": parse_regex,
         "json_path": parse_str,
         "follow_redirects": parse_bool,
-        "insecure_skip_verify": parse_bool,
-        "ca_file": parse_str,
+        "fail_if_body_matches_regexp": parse_regex_list,
+        "fail_if_body_not_matches_regexp": parse_regex_list,
+        "fail_if_header_matches": parse_header_matches,
+        "fail_if_header_not_matches": parse_header_matches,
+        "json_conditions": parse_json_conditions,
+        **NETWORK_KEYS,
+        **MOVED_TLS_KEYS,
         "api_key_env": parse_env_name,
         "api_key_file": parse_str,
         "api_key_header": parse_str,
@@ -640,8 +887,8 @@ KIND_KEYS: dict[str, dict[str, Parser]] = {
         "per_address": parse_bool,
     },
     "tls": {
-        "target": parse_host_port, "server_name": parse_str, "insecure_skip_verify": parse_bool,
-        "ca_file": parse_str, "ip_protocol": parse_enum("auto", "ip4", "ip6"),
+        "target": parse_host_port, "tls_config": parse_tls_config, **MOVED_TLS_KEYS,
+        "ip_protocol": parse_enum("auto", "ip4", "ip6"),
         "per_address": parse_bool,
     },
     "icmp": {
@@ -654,7 +901,7 @@ KIND_KEYS: dict[str, dict[str, Parser]] = {
         "validate_authority_rrs": parse_rr_validator,
         "validate_additional_rrs": parse_rr_validator,
         "transport_protocol": parse_enum("udp", "tcp"), "dns_over_tls": parse_bool,
-        "server_name": parse_str, "ca_file": parse_str, "insecure_skip_verify": parse_bool,
+        "tls_config": parse_tls_config, **MOVED_TLS_KEYS,
     },
 }
 # The address key each kind needs (url kinds may default it).
@@ -688,12 +935,14 @@ class _Validator:
             return parser(raw[key])
         except NestedValueError as exc:
             self.doc.error((*path, key, *exc.sub), str(exc))
+        except NestedError as exc:
+            self.doc.error((*path, key, *exc.where), str(exc))
             return None
         except ValueError as exc:
             self.doc.error((*path, key), str(exc))
             return None
 
-    def check(self, raw_value: Any, path: Path_, upstream: str, defaults: dict[str, float],
+    def check(self, raw_value: Any, path: Path_, upstream: str, defaults: dict[str, Any],
               module: bool = False) -> CheckConfig | None:
         if not isinstance(raw_value, dict):
             self.doc.error(path, f"must be a mapping with at least name and kind (got {_show(raw_value)})")
@@ -722,6 +971,11 @@ class _Validator:
                 values[key] = parsed
         if not module and "name" not in raw:
             self.doc.error(path, "missing required key name")
+        if "tls_config" in values:
+            values["tls"] = values.pop("tls_config")
+        for key, field_name in (("proxy", "proxy"), ("tls_config", "tls")):
+            if key in allowed and key in defaults and key not in raw:
+                values[field_name] = defaults[key]
         values.setdefault("interval", defaults["interval"])
         # An unset timeout never exceeds the check's own interval.
         values.setdefault("timeout", min(defaults["timeout"], values["interval"]))
@@ -739,6 +993,9 @@ class _Validator:
         if values["timeout"] > values["interval"] and not module:
             self.doc.error((*path, "timeout"), "must not exceed the interval "
                            f"({values['timeout']:g}s > {values['interval']:g}s)")
+        if "basic_auth" in values and "authorization" in values:
+            self.doc.error(path, "set basic_auth or authorization, not both (each is an "
+                                 "Authorization header)")
         if "api_key_env" in values and "api_key_file" in values:
             self.doc.error(path, "set api_key_env or api_key_file, not both")
         mode = values.get("mode", "keyless")
@@ -753,7 +1010,7 @@ class _Validator:
             self.doc.error((*path, "models"), "models (one probe per model) is for modes "
                                               "count_tokens and messages")
         if kind == "dns":
-            self._dns_rules(values, path)
+            self._dns_rules(values, path, own_tls="tls_config" in raw)
         if kind in MODES and mode == "keyless" and ("api_key_env" in values or "api_key_file" in values):
             self.doc.error((*path, "mode"), "keyless mode sends no key: remove api_key_env/api_key_file "
                                             "or pick another mode")
@@ -774,7 +1031,7 @@ class _Validator:
         values.pop("kind", None)
         return CheckConfig(upstream=upstream, name=str(name), kind=kind, **values)
 
-    def _dns_rules(self, values: dict[str, Any], path: Path_) -> None:
+    def _dns_rules(self, values: dict[str, Any], path: Path_, own_tls: bool = False) -> None:
         if values.get("dns_over_tls"):
             if values.get("transport_protocol") == "udp":
                 self.doc.error((*path, "transport_protocol"),
@@ -784,9 +1041,8 @@ class _Validator:
                                "needs a resolver: the server to reach over TLS")
             values["transport_protocol"] = "tcp"
         else:
-            for key in ("server_name", "ca_file", "insecure_skip_verify"):
-                if key in values:
-                    self.doc.error((*path, key), "only applies with dns_over_tls: true")
+            if own_tls:  # a tls_config from defaults: is not an error here
+                self.doc.error((*path, "tls_config"), "only applies with dns_over_tls: true")
 
 
 def _pattern_host(pattern: str) -> str:
@@ -800,10 +1056,12 @@ def build_config(data: Any, doc: _Doc) -> Config | None:
     vantage = None
     if "vantage" in top:
         vantage = v.field(top, "vantage", (), parse_name)
-    defaults = {"interval": 30.0, "timeout": 10.0}
-    raw_defaults = v.mapping(top.get("defaults"), ("defaults",), {"interval", "timeout"})
+    defaults: dict[str, Any] = {"interval": 30.0, "timeout": 10.0}
+    default_parsers: dict[str, Parser] = {"interval": parse_duration, "timeout": parse_duration,
+                                          "proxy": parse_proxy, "tls_config": parse_tls_config}
+    raw_defaults = v.mapping(top.get("defaults"), ("defaults",), default_parsers)
     for key in raw_defaults:
-        parsed = v.field(raw_defaults, key, ("defaults",), parse_duration)
+        parsed = v.field(raw_defaults, key, ("defaults",), default_parsers[key])
         if parsed is not None:
             defaults[key] = parsed
 
@@ -857,7 +1115,7 @@ def build_config(data: Any, doc: _Doc) -> Config | None:
 
 
 def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
-                defaults: dict[str, float]) -> StatuspageConfig | None:
+                defaults: dict[str, Any]) -> StatuspageConfig | None:
     if "statuspage" not in up:
         return None
     sp_path = (*path, "statuspage")
@@ -867,10 +1125,16 @@ def _statuspage(v: _Validator, up: dict[str, Any], path: Path_,
         "max_body_bytes": parse_int(1024, 1024**3),
         "max_components": parse_int(1, 100_000), "max_incidents": parse_int(1, 10_000),
         "max_label_chars": parse_int(32, 4096),  # state names are up to 20
+        **NETWORK_KEYS, **MOVED_TLS_KEYS,
     }
-    raw = v.mapping(up["statuspage"], sp_path, set(parsers))
+    raw = v.mapping(up["statuspage"], sp_path, parsers)
     before = len(v.doc.issues)
     values = {k: v.field(raw, k, sp_path, parsers[k]) for k in raw}
+    if "tls_config" in values:
+        values["tls"] = values.pop("tls_config")
+    for key, field_name in (("proxy", "proxy"), ("tls_config", "tls")):
+        if key in defaults and key not in raw:
+            values[field_name] = defaults[key]
     if "url" not in raw:
         v.doc.error(sp_path, "missing required key url")
     if len(v.doc.issues) > before:
@@ -985,7 +1249,7 @@ def _verdict(v: _Validator, raw_value: Any, path: Path_) -> VerdictConfig:
 
 
 def _check_list(v: _Validator, raw: Any, path: Path_, upstream: str,
-                defaults: dict[str, float]) -> list[CheckConfig]:
+                defaults: dict[str, Any]) -> list[CheckConfig]:
     if raw is None:
         return []
     if not isinstance(raw, list):

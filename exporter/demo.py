@@ -55,7 +55,7 @@ upstreams:
       - {{name: api-count-tokens, kind: anthropic, url: "{sim.anthropic_url}", mode: count_tokens, model: claude-haiku-4-5, api_key_env: {DEMO_KEY_ENV}, component: k8w3r06qmzrp}}
       - {{name: api-dns, kind: dns, target: localhost, record_type: a, component: k8w3r06qmzrp}}
       - {{name: api-tcp, kind: tcp, target: "{host_port}", component: k8w3r06qmzrp}}
-      - {{name: api-tls, kind: tls, target: "{sim.tls_address}", server_name: localhost, ca_file: "{DEMO_CERT}", component: k8w3r06qmzrp}}
+      - {{name: api-tls, kind: tls, target: "{sim.tls_address}", tls_config: {{server_name: localhost, ca_file: "{DEMO_CERT}"}}, component: k8w3r06qmzrp}}
 {icmp_checks}    dependencies:
       - {{name: aws, kind: aws_health, url: "{sim.base_url}/aws/currentevents", interval: 10s, services: [bedrock], regions: [us-east-1, us-east-2, us-west-2]}}
       - {{name: gcp, kind: gcp_status, url: "{sim.base_url}/gcp/incidents.json", interval: 10s, products: [sdXM79fz1FS6ekNpu37K], locations: [us-east5, europe-west1, global]}}

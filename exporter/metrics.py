@@ -122,7 +122,14 @@ PROBE_HTTP_REDIRECTS = MetricSpec(
     "probe_http_redirects", "gauge", "Redirects followed in the most recent run.",
     CHECK_NO_KIND)
 PROBE_HTTP_CONTENT_LENGTH = MetricSpec(
-    "probe_http_content_length", "gauge", "Body length of the most recent response in bytes.",
+    "probe_http_content_length", "gauge",
+    "Content-Length of the most recent response (-1 when it declared none).", CHECK_NO_KIND)
+PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH = MetricSpec(
+    "probe_http_uncompressed_body_length", "gauge",
+    "Body length of the most recent response in bytes, after decompression.", CHECK_NO_KIND)
+PROBE_FAILED_DUE_TO_REGEX = MetricSpec(
+    "probe_failed_due_to_regex", "gauge",
+    "1 if the most recent run failed because a body or header regexp matcher failed.",
     CHECK_NO_KIND)
 PROBE_HTTP_DURATION = MetricSpec(
     "probe_http_duration_seconds", "gauge",
@@ -215,6 +222,10 @@ PROBE_TLS_VERSION_INFO = MetricSpec(
 PROBE_SSL_EARLIEST_CERT_EXPIRY = MetricSpec(
     "probe_ssl_earliest_cert_expiry", "gauge",
     "Unix time the earliest-expiring certificate of the presented chain expires.",
+    CHECK_NO_KIND)
+PROBE_SSL_LAST_CHAIN_EXPIRY = MetricSpec(
+    "probe_ssl_last_chain_expiry_timestamp_seconds", "gauge",
+    "Unix time the verified certificate chain stops being valid (its earliest expiry).",
     CHECK_NO_KIND)
 PROBE_ADDRESS_SUCCESS = MetricSpec(
     "probe_address_success", "gauge",

@@ -73,10 +73,15 @@ class Secrets:
         self._cache.clear()
 
     def get(self, check: CheckConfig) -> str | None:
-        if check.api_key_env:
-            key = ("env", check.api_key_env)
-        elif check.api_key_file:
-            key = ("file", check.api_key_file)
+        return self.lookup(check.api_key_env, check.api_key_file)
+
+    def lookup(self, env: str | None, file: str | None) -> str | None:
+        """A secret from an environment variable or a file (proxy and target credentials
+        alike); None when neither is set or the source is empty or unreadable."""
+        if env:
+            key = ("env", env)
+        elif file:
+            key = ("file", file)
         else:
             return None
         if key not in self._cache:
@@ -92,7 +97,7 @@ class Secrets:
                 value = Path(where).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
                 logging.getLogger("exporter.secrets").error(
-                    "cannot read api_key_file %s: %s", where, exc.__class__.__name__)
+                    "cannot read secret file %s: %s", where, exc.__class__.__name__)
                 return None
         if value:
             self.known.add(value)

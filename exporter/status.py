@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from exporter import __version__
+from exporter.checks.httpclient import network_path
 from exporter.checks.safejson import clean
 from exporter.checks.statuspage import DROPPED, Page
 from exporter.config import POLLED_KINDS, Config
@@ -32,6 +33,7 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
         "runs": state.runs,
         "failures": dict(state.failures),
         "down": state.down,
+        "path": network_path(check),  # direct, or proxy (docs/network.md)
     }
     if check.kind in ("anthropic", "openai"):
         out["mode"] = check.mode

@@ -3,8 +3,13 @@
 Rules, first match wins (docs/verdict.md explains them for users):
 
 1. ``unknown``        nothing has run yet.
-2. ``local_network``  at least half of the control checks are down: our own network is broken,
-                      so nothing we see of the provider can be trusted.
+2. ``local_network``  at least half of the control checks of a network path (direct, or
+                      through the proxy) are down and the upstream's API checks take that path,
+                      or they fail at the proxy itself: our own network is broken, so nothing
+                      we see of the provider can be trusted. Checks on a broken path whose
+                      upstream is still reached another way are left out of the rules below
+                      (behind a proxy-only network the direct tcp/tls/icmp/dns checks fail by
+                      design; docs/network.md).
 3. ``maintenance``    a linked component is under maintenance (or a maintenance covering it is
                       in progress).
 4. ``own_quota``      an API check's latest answer is 401/402/403 or a spend-limit 429 (or it
@@ -36,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from exporter.checks.httpclient import network_path
 from exporter.checks.statuspage import Incident, Page
 from exporter.config import CROWD_KINDS, DEPENDENCY_KINDS, Config
 from exporter.state import CheckState, StateStore
@@ -72,6 +78,7 @@ class CheckView:
     failure_ratio: float  # failures in the last `window` runs, over the window size
     intermittent: bool  # failure_ratio reached the upstream's degraded_ratio
     slow: bool  # its recent runs are all slower than its degraded_latency
+    path: str = "direct"  # direct, or proxy: how its packets leave this host
 
 
 @dataclass(frozen=True)
@@ -161,17 +168,28 @@ def check_view(state: CheckState) -> CheckView:
         failure_ratio=state.window_failures / cfg.window,
         intermittent=(state.window_failures > 0
                       and state.window_failures / cfg.window >= cfg.degraded_ratio),
-        slow=state.slow,
+        slow=state.slow, path=network_path(state.check),
     )
     state.view = (state.version, view)
     return view
 
 
+def broken_paths(control: Sequence[CheckView]) -> dict[str, list[CheckView]]:
+    """Network paths whose control checks are at least half down, with those checks."""
+    out: dict[str, list[CheckView]] = {}
+    for path in sorted({c.path for c in control}):
+        ran = [c for c in control if c.ran and c.path == path]
+        down = [c for c in ran if c.down]
+        if ran and len(down) >= max(1, math.ceil(len(ran) / 2)):
+            out[path] = down
+    return out
+
+
 def decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
            page_fresh: bool = True, crowd: Sequence[CrowdView] = (),
-           dependencies: Sequence[DependencyView] = ()) -> Decision:
+           dependencies: Sequence[DependencyView] = (), page_path: str = "direct") -> Decision:
     """The verdict with every witness's own view; dependencies only add signals."""
-    decision = _decide(checks, control, page, page_fresh, crowd)
+    decision = _decide(checks, control, page, page_fresh, crowd, page_path)
     signals = list(decision.signals)
     for dep in dependencies:
         for incident in dep.incidents:
@@ -189,7 +207,7 @@ def _crowd_signal(failing: Sequence[CrowdReading]) -> str:
 
 
 def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Page | None,
-            page_fresh: bool, crowd: Sequence[CrowdView]) -> Decision:
+            page_fresh: bool, crowd: Sequence[CrowdView], page_path: str = "direct") -> Decision:
     ran = [c for c in checks if c.ran]
     crowd_failing = [r for c in crowd if c.ran for r in c.failing]
     crowd_healthy = any(c.healthy for c in crowd) and not crowd_failing
@@ -197,14 +215,28 @@ def _decide(checks: Sequence[CheckView], control: Sequence[CheckView], page: Pag
         return Decision("unknown", ("no check has completed and the status page has not "
                                     "been read yet",))
 
-    control_ran = [c for c in control if c.ran]
-    control_down = [c for c in control_ran if c.down]
-    if control_ran and len(control_down) >= max(1, math.ceil(len(control_ran) / 2)):
-        names = ", ".join(f"{c.name} ({c.last_reason or 'failing'})" for c in control_down)
+    broken = broken_paths(control)
+    primary_ran = [c for c in ran if c.kind in API_KINDS]
+    at_proxy = [c for c in primary_ran if c.down and c.last_reason == "proxy"]
+    # The paths the upstream is judged by: its API checks', else its other checks', else the
+    # status page's.
+    judged = {c.path for c in primary_ran} or {c.path for c in ran} or {page_path}
+    if (broken and judged <= set(broken)) or (at_proxy and len(at_proxy) == len(primary_ran)):
+        down_controls = [c for path in sorted(judged) for c in broken.get(path, [])]
+        names = ", ".join(f"{c.name} ({c.last_reason or 'failing'})"
+                          for c in down_controls or at_proxy)
+        total = len([c for c in control if c.ran and c.path in judged])
+        cause = (f"{len(down_controls)} of {total} control checks are down: {names}"
+                 if down_controls else f"the API checks fail at the proxy: {names}")
         return Decision("local_network", (
-            f"{len(control_down)} of {len(control_ran)} control checks are down: {names}; "
-            "the problem is on this side of the network",), ("control",))
+            f"{cause}; the problem is on this side of the network",), ("control",),
+            details={"broken_paths": sorted(broken)})
+    if broken:
+        # Another path still reaches the upstream: checks on the broken one say nothing.
+        checks = [c for c in checks if c.path not in broken]
+        ran = [c for c in ran if c.path not in broken]
 
+    control_ran = [c for c in control if c.ran]
     local = [c for c in (*ran, *control_ran) if not c.last_success
              and c.last_reason in LOCAL_REASONS]
     if local:
@@ -340,7 +372,7 @@ def witness_views(checks: Sequence[CheckView], control: Sequence[CheckView], pag
     control_down = [c for c in control_ran if c.down]
     if not control_ran:
         control_view = "unknown"
-    elif len(control_down) >= max(1, math.ceil(len(control_ran) / 2)):
+    elif set(broken_paths(control)) >= {c.path for c in control_ran}:  # every path is cut
         control_view = "down"
     else:
         control_view = "degraded" if control_down else "ok"
@@ -470,13 +502,14 @@ class Verdicts:
 
 
 def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> Decision:
-    page, fresh = None, False
+    page, fresh, page_path = None, False, "direct"
     checks = []
     crowd: list[CrowdView] = []
     dependencies: list[DependencyView] = []
     for s in state.for_upstream(upstream):
         if s.check.kind == "statuspage":
             fresh = bool(s.last and s.last.success)
+            page_path = network_path(s.check)
             if s.last_success is not None:
                 page = s.last_success.details.get("page")
         elif s.check.kind in CROWD_KINDS:
@@ -486,4 +519,4 @@ def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> 
         else:
             checks.append(check_view(s))
     return decide(checks, control, page if isinstance(page, Page) else None, fresh, crowd,
-                  dependencies)
+                  dependencies, page_path)

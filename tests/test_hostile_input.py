@@ -223,7 +223,7 @@ upstreams:
       - {name: msg, kind: anthropic, mode: messages, model: m, api_key_env: KEY, max_tokens: 4}
       - {name: web, kind: http, url: "http://127.0.0.1:1/", valid_status_codes: [200], body_regex: "ok"}
       - {name: tcp, kind: tcp, target: "127.0.0.1:1", per_address: true}
-      - {name: tls, kind: tls, target: "127.0.0.1:1", server_name: x}
+      - {name: tls, kind: tls, target: "127.0.0.1:1", tls_config: {server_name: x}}
       - {name: ping, kind: icmp, target: 127.0.0.1, packets: 3}
       - {name: dns, kind: dns, target: localhost, resolver: "127.0.0.1:53"}
 control:

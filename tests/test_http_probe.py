@@ -23,8 +23,9 @@ from aiohttp import web
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result
 from exporter.checks.http import json_path_exists, probe
-from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES, PHASES
-from exporter.config import CheckConfig
+from exporter.checks.httpclient import PHASES
+from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
+from exporter.config import CheckConfig, TlsConfig
 from tests.conftest import ROOT, require, require_binary
 
 KEY = "tok-7Hq2-known-http-test-key-91c4e0"
@@ -170,7 +171,7 @@ def assert_reason(result: Result, reason: str) -> None:
     ("/redirect/3", {}, "", 200),
     ("/redirect/3", {"follow_redirects": False}, "status_mismatch", 302),
     ("/redirect/3", {"follow_redirects": False, "valid_status_codes": (302,)}, "", 302),
-    ("/loop", {}, "status_mismatch", 0),
+    ("/loop", {}, "status_mismatch", 302),  # the last status, as blackbox reports it
     ("/echo", {"method": "POST", "body": "payload", "body_regex": "^POST:payload$"}, "", 200),
     ("/text", {"method": "HEAD"}, "", 200),
     ("/big", {}, "bad_response", 200),
@@ -190,6 +191,7 @@ async def test_response_gauges(server: Server) -> None:
     assert gauge(result, m.PROBE_HTTP_VERSION) == 1.1
     assert gauge(result, m.PROBE_HTTP_SSL) == 0
     assert gauge(result, m.PROBE_HTTP_CONTENT_LENGTH) == len("arrived")
+    assert gauge(result, m.PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH) == len("arrived")
     phases = {p: gauge(result, m.PROBE_HTTP_DURATION, phase=p) for p in PHASES}
     assert phases["tls"] == 0
     assert phases["resolve"] > 0 and phases["connect"] > 0 and phases["processing"] > 0
@@ -198,7 +200,8 @@ async def test_response_gauges(server: Server) -> None:
 
 async def test_head_has_no_body(server: Server) -> None:
     result = await run(make_check(server.url + "/text", method="HEAD"))
-    assert gauge(result, m.PROBE_HTTP_CONTENT_LENGTH) == 0
+    assert gauge(result, m.PROBE_HTTP_CONTENT_LENGTH) == len("hello world OK")  # as declared
+    assert gauge(result, m.PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH) == 0
 
 
 @pytest.mark.parametrize(("header", "sent"), [
@@ -245,15 +248,15 @@ async def test_key_is_scrubbed_from_errors(caplog: pytest.LogCaptureFixture) -> 
 async def test_tls_verification(tls: TLS, options: dict[str, Any], reason: str) -> None:
     files = {"CA": tls.ca_file, "OTHER": tls.other_ca_file}
     options = {k: files.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
-    result = await run(make_check(tls.server.url + "/text", **options))
+    result = await run(make_check(tls.server.url + "/text", tls=TlsConfig(**options)))
     assert_reason(result, reason)
     if reason == "tls":
         assert gauge(result, m.PROBE_HTTP_STATUS_CODE) == 0
-        assert "TLS" in result.error or "ca_file" in result.error
+        assert "TLS" in result.error or "tls_config.ca_file" in result.error
 
 
 async def test_tls_phases(tls: TLS) -> None:
-    result = await run(make_check(tls.server.url + "/text", ca_file=tls.ca_file))
+    result = await run(make_check(tls.server.url + "/text", tls=TlsConfig(ca_file=tls.ca_file)))
     assert result.success
     assert gauge(result, m.PROBE_HTTP_SSL) == 1
     tls_time = gauge(result, m.PROBE_HTTP_DURATION, phase="tls")
@@ -268,7 +271,7 @@ async def test_tls_hostname_mismatch(tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     runner, srv = await serve(server_ctx)
     try:
-        result = await run(make_check(srv.url + "/text", ca_file=str(tmp_path / "ca.pem")))
+        result = await run(make_check(srv.url + "/text", tls=TlsConfig(ca_file=str(tmp_path / "ca.pem"))))
     finally:
         await runner.cleanup()
     assert_reason(result, "tls")
@@ -299,7 +302,7 @@ DNS_SCRIPT = """
 import asyncio, json, logging, aiohttp
 from exporter.checks import ProbeContext
 from exporter.checks.http import probe
-from exporter.config import CheckConfig
+from exporter.config import CheckConfig, TlsConfig
 
 async def main():
     check = CheckConfig(upstream="u", name="n", kind="http", url="http://probe-test.invalid/",

@@ -9,6 +9,7 @@ test_netns.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import re
@@ -38,7 +39,7 @@ from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, icmp, tcp, tls
 from exporter.checks import dns as dns_probe
 from exporter.checks.resolve import ResolveError, address_hash, resolve, split_host_port
-from exporter.config import CheckConfig, ConfigError, RRValidator, load_text
+from exporter.config import CheckConfig, ConfigError, RRValidator, TlsConfig, load_text
 from tests import netns
 from tests.conftest import require, require_binary, require_root
 
@@ -57,9 +58,14 @@ def counter(result: Result, spec: m.MetricSpec) -> float:
     return value
 
 
+TLS_KEYS = {f.name for f in dataclasses.fields(TlsConfig)}
+
+
 def check(kind: str, **options: object) -> CheckConfig:
+    """A check; tls_config's keys (ca_file, server_name, ...) may be given flat."""
+    tls_options = {k: options.pop(k) for k in list(options) if k in TLS_KEYS}
     return CheckConfig(upstream="test", name=f"{kind}-check", kind=kind, timeout=2.0,
-                       **options)  # type: ignore[arg-type]
+                       tls=TlsConfig(**tls_options), **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -255,7 +261,7 @@ async def test_tls_reports_the_negotiated_version(ctx: ProbeContext,
 @pytest.mark.parametrize(("options", "message"), [
     ({}, "unable to get local issuer certificate"),  # the system CAs do not know the test CA
     ({"server_name": "other.test", "ca_file": "CA"}, "Hostname mismatch"),
-    ({"ca_file": "/nonexistent/ca.pem"}, "cannot load ca_file"),
+    ({"ca_file": "/nonexistent/ca.pem"}, "cannot read tls_config.ca_file"),
 ])
 async def test_tls_verification_failure_is_reason_tls(ctx: ProbeContext, tls_server: TlsServer,
                                                       options: dict[str, str],
@@ -731,7 +737,7 @@ control:
     ("{dns_over_tls: true, resolver: '127.0.0.1', transport_protocol: udp}",
      "transport_protocol", "DNS over TLS runs over TCP"),
     ("dns_over_tls: true", "dns_over_tls", "needs a resolver"),
-    ("server_name: dot.test", "server_name", "only applies with dns_over_tls"),
+    ("tls_config: {server_name: dot.test}", "tls_config", "only applies with dns_over_tls"),
     ("resolver: '2001:db8::1'", "resolver", "needs brackets"),
     ("resolver: '127.0.0.1:99999'", "resolver", "port from 1 to 65535"),
 ])

@@ -379,7 +379,7 @@ def test_documented_scrape_config_probes_through_a_real_prometheus(
         run_exporter: Any, tmp_path: Path, tls_port: int) -> None:
     exporter = run_exporter("""\
 modules:
-  tls_edge: {kind: tls, insecure_skip_verify: true, allowed_targets: ["127.0.0.1:*"]}
+  tls_edge: {kind: tls, tls_config: {insecure_skip_verify: true}, allowed_targets: ["127.0.0.1:*"]}
 """)
     config = documented_scrape_config()
     job = config["scrape_configs"][0]

@@ -31,13 +31,15 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     run = ApiRun(check, ctx, "anthropic", paid=check.mode in PAID_MODES)
     headers = {"user-agent": USER_AGENT, "anthropic-version": check.anthropic_version,
                "accept": "application/json", **check.headers}
+    if (refused := run.credentials(headers)) is not None:
+        return refused
     if check.mode == "keyless":
         return await run.send("GET", "/v1/models", headers, None,
                               lambda resp: _keyless(run, resp))
     run.secret = ctx.secret(check)
     if not run.secret:
         return run.no_key()
-    headers["x-api-key"] = run.secret
+    run.send_key(headers, "x-api-key")
     if check.mode == "models":
         return await run.send("GET", "/v1/models?limit=1", headers, None,
                               run.expect_models)

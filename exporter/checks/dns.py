@@ -6,7 +6,7 @@ The DNS messages are dnspython's. Where the query goes:
 - ``resolver: host[:port]``: straight to that server, over ``transport_protocol`` udp (the
   default; a truncated answer is asked again over TCP) or tcp, or over TLS with
   ``dns_over_tls: true`` (port 853 unless given; the certificate is checked against
-  ``server_name``, by default the resolver's host).
+  ``tls_config.server_name``, by default the resolver's host).
 - no ``resolver``, a plain address lookup (``record_type`` a, aaaa or any, and none of the
   message options below): the system resolver (``getaddrinfo``: /etc/hosts, nsswitch, the
   resolv.conf servers), which is what every other program on the machine gets.
@@ -144,9 +144,9 @@ async def _servers(check: CheckConfig, exchange: Exchange) -> list[tuple[str, in
 
 
 def _ssl_context(check: CheckConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=check.ca_file)
+    context = ssl.create_default_context(cafile=check.tls.ca_file)
     context.set_alpn_protocols(["dot"])
-    if check.insecure_skip_verify:
+    if check.tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -179,7 +179,7 @@ async def _exchange_one(check: CheckConfig, query: dns.message.Message, address:
     if check.dns_over_tls:
         context = _ssl_context(check)
         assert check.resolver is not None, "the config requires a resolver for DNS over TLS"
-        server_name = check.server_name or resolver_address(check.resolver, port)[0]
+        server_name = check.tls.server_name or resolver_address(check.resolver, port)[0]
     # dnspython's own connect, made here so that the connect phase can be timed apart.
     sock = await backend.make_socket(  # type: ignore[no-untyped-call]
         family, socket.SOCK_STREAM, 0, None, (address, port), allowed, context, server_name)

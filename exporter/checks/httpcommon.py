@@ -1,11 +1,7 @@
 """What the http, anthropic and openai probers share, each done one way only.
 
-- ``Timing``: the phases of one request (resolve, connect, tls, processing, transfer) from an
-  aiohttp ``TraceConfig`` plus a hook on the TLS context that marks where TCP ends and the
-  handshake begins.
-- ``client``: a short-lived session per run with a fresh connection, so every run measures
-  DNS, TCP and TLS (like blackbox_exporter) and honours the check's own TLS settings.
-- ``classify_exception``: a transport failure as one reason of a fixed set.
+The exchange itself (session, proxy, TLS, phases, failure reasons) is
+exporter/checks/httpclient.py, the one HTTP client of the exporter.
 - ``ratelimit_samples``, ``retry_after``, ``upstream_service_seconds``: response headers.
 - ``scrub``: keeps API keys out of every text a probe produces.
 - ``ApiRun``: one run of an API probe (status, API error types, tokens, TTFT, token budget).
@@ -14,27 +10,35 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import math
-import os
 import re
-import socket
-import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from exporter import __version__
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.resources import local_resource_error
+from exporter.checks.httpclient import (
+    PHASES as PHASES,
+)
+from exporter.checks.httpclient import (
+    TRANSPORT_REASONS,
+    CredentialError,
+    ProxyConfigError,
+    Timing,
+    auth_header,
+    classify,
+    open_session,
+    request_options,
+    route,
+)
+from exporter.checks.httpclient import (
+    USER_AGENT as USER_AGENT,
+)
 from exporter.checks.retryafter import retry_after
 from exporter.checks.safejson import loads as safe_loads
 from exporter.checks.sse import Event, SSEError, SSEParser
@@ -44,35 +48,32 @@ from exporter.secrets import scrub as scrub  # the one scrubber, re-exported
 if TYPE_CHECKING:
     from exporter.config import CheckConfig
 
-USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # bodies beyond this are not read (http: bad_response)
 MAX_ERROR_BODY_BYTES = 256 * 1024
 
 # -- the fixed reason sets (documented in docs/api-probes.md) ------------------------------
-TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout",
-                     "local_resources")  # out of file descriptors or buffers: ours
 API_REASONS = (
-    *TRANSPORT_REASONS,
+    *TRANSPORT_REASONS,  # dns, connect, tls, timeout, proxy, http2_only, bad_response
     "http_5xx",  # 500, 502, 503 (Anthropic), 504 and other 5xx
     "overloaded",  # 529 or error.type overloaded_error; OpenAI 503
     "rate_limited",  # 429 rate_limit_error
-    "spend_limit",  # 429 enforced_spend_limit_reached; OpenAI insufficient_quota
+    "spend_limit",  # 429 enforced_spend_limit_reached, 400 "...API usage limits"; OpenAI insufficient_quota
     "auth",  # 401 with a key sent, or no key available to send
     "billing",  # 402 billing_error, or 400 "credit balance is too low"
     "permission",  # 403
     "not_found",  # 404 (an unknown model, a wrong base URL)
     "bad_request",  # 400 invalid_request_error
-    "bad_response",  # not JSON, the wrong shape, HTML, a keyless probe that got 200
+    # bad_response (above): not JSON, the wrong shape, HTML, a keyless probe that got 200
     "stream_error",  # a 200 stream with an error event, cut short, or without its end marker
     "http_status",  # any other unexpected status (3xx, 408, 409, 413, 422, ...)
     "budget_exhausted",  # the daily token budget is spent: no request was sent
 )
 HTTP_REASONS = (
-    *TRANSPORT_REASONS,
+    *TRANSPORT_REASONS,  # bad_response: a malformed head, a body cut short or too large
     "status_mismatch",  # the status is not in valid_status_codes (default 2xx)
-    "body_mismatch",  # body_regex, body_not_regex or json_path failed
-    "bad_response",  # the body was cut short or is larger than MAX_BODY_BYTES
-    "auth",  # api_key_env / api_key_file configured but no key could be read
+    "body_mismatch",  # a body matcher (regexp lists, json_path, json_conditions) failed
+    "header_mismatch",  # fail_if_header_matches / fail_if_header_not_matches
+    "auth",  # a configured key or credential could not be read
     "redirect_refused",  # /probe: a redirect led outside the module's allowed_targets
 )
 # error.type values counted by name in probe_api_errors_total; anything else is "other".
@@ -84,8 +85,6 @@ KNOWN_ERROR_TYPES = frozenset({
     # OpenAI-compatible APIs
     "insufficient_quota", "server_error", "service_unavailable_error", "request_forbidden",
 })
-PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
 
 def own_deadline(check: CheckConfig) -> float:
     """A little under the scheduler's timeout, so the prober reports "timeout" itself."""
@@ -98,222 +97,6 @@ def api_url(base: str, path: str) -> str:
     if root.endswith("/v1"):
         root = root[:-3]
     return root + path
-
-
-# -- timing ------------------------------------------------------------------------------------
-
-
-class Timing:
-    """Durations of the phases of one request, summed over redirects (as blackbox does)."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.durations = dict.fromkeys(PHASES, 0.0)
-        self.sent: float | None = None  # the request (headers and body) was written
-        self.first_sent: float | None = None
-        self.headers_at: float | None = None  # the final response's headers arrived
-        self._dns_start: float | None = None
-        self._conn_start: float | None = None
-        self._after_dns: float | None = None
-        self._tls_start: float | None = None
-        self._done = False
-
-    def trace_config(self) -> aiohttp.TraceConfig:
-        tc = aiohttp.TraceConfig()
-
-        async def dns_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self._dns_start = time.perf_counter()
-
-        async def dns_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            if self._dns_start is not None:
-                self.durations["resolve"] += now - self._dns_start
-            self._after_dns = now
-
-        async def conn_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self._conn_start = time.perf_counter()
-            self._after_dns = None
-            self._tls_start = None
-
-        async def conn_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            base = self._after_dns or self._conn_start or now
-            if self._tls_start is not None:
-                self.durations["connect"] += max(0.0, self._tls_start - base)
-                self.durations["tls"] += now - self._tls_start
-            else:
-                self.durations["connect"] += now - base
-
-        async def sent(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self.sent = time.perf_counter()
-            if self.first_sent is None:
-                self.first_sent = self.sent
-
-        async def answered(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            if self.sent is not None:
-                self.durations["processing"] += now - self.sent
-            self.headers_at = now
-            self.sent = None
-
-        tc.on_dns_resolvehost_start.append(dns_start)
-        tc.on_dns_resolvehost_end.append(dns_end)
-        tc.on_connection_create_start.append(conn_start)
-        tc.on_connection_create_end.append(conn_end)
-        tc.on_request_headers_sent.append(sent)
-        tc.on_request_chunk_sent.append(sent)
-        tc.on_request_redirect.append(answered)
-        tc.on_request_end.append(answered)
-        return tc
-
-    def tls_started(self) -> None:
-        self._tls_start = time.perf_counter()
-
-    def done(self) -> None:
-        """The body has been read (or reading it failed): ends the transfer phase."""
-        if not self._done and self.headers_at is not None:
-            self.durations["transfer"] = time.perf_counter() - self.headers_at
-        self._done = True
-
-    def samples(self) -> list[Sample]:
-        return [Sample(m.PROBE_HTTP_DURATION, self.durations[p], {"phase": p}) for p in PHASES]
-
-    def describe_wait(self) -> str:
-        """Which part of the exchange a timeout interrupted."""
-        if self.headers_at is not None:
-            return "reading the response body"
-        if self.first_sent is not None:
-            return "waiting for the response headers"
-        if self._tls_start is not None:
-            return "in the TLS handshake"
-        if self._after_dns is not None:
-            return "connecting"
-        return "resolving or connecting"
-
-
-# The run whose connection is being set up; asyncio creates the TLS object inside the
-# awaiting task, so the hook below finds the right Timing even with shared SSL contexts.
-_CURRENT: contextvars.ContextVar[Timing | None] = contextvars.ContextVar(
-    "claude_status_exporter_timing", default=None)
-
-
-class _TimedSSLContext(ssl.SSLContext):
-    """asyncio calls wrap_bio once the TCP connection stands: the start of the handshake."""
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        timing = _CURRENT.get()
-        if timing is not None:
-            timing.tls_started()
-        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-
-
-class CAFileError(OSError):
-    """The configured ca_file cannot be read: reported as reason tls."""
-
-
-_CONTEXTS: dict[tuple[bool, str | None, int], ssl.SSLContext] = {}
-
-
-def ssl_context(check: CheckConfig) -> ssl.SSLContext:
-    """The check's TLS settings. Loading a CA store costs ~15 ms of CPU, so contexts are
-    shared; a changed ca_file (new mtime) gets a new one."""
-    ca_file = None if check.insecure_skip_verify else check.ca_file
-    try:
-        stamp = os.stat(ca_file).st_mtime_ns if ca_file else 0
-    except OSError as exc:
-        raise CAFileError(f"cannot read ca_file {ca_file}: {exc.strerror or exc}") from None
-    key = (check.insecure_skip_verify, ca_file, stamp)
-    if (ctx := _CONTEXTS.get(key)) is not None:
-        return ctx
-    ctx = _TimedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if check.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif ca_file:
-        try:
-            ctx.load_verify_locations(cafile=ca_file)
-        except OSError as exc:  # ssl.SSLError is an OSError too
-            raise CAFileError(f"cannot load ca_file {ca_file}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None
-    else:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if len(_CONTEXTS) >= 64:
-        _CONTEXTS.clear()
-    _CONTEXTS[key] = ctx
-    return ctx
-
-
-@asynccontextmanager
-async def client(check: CheckConfig, timing: Timing) -> AsyncIterator[aiohttp.ClientSession]:
-    """A session with one fresh connection; proxies from the environment are not used so the
-    probe measures the direct path."""
-    connector = aiohttp.TCPConnector(
-        ssl=ssl_context(check), family=FAMILIES.get(check.ip_protocol, socket.AF_UNSPEC),
-        force_close=True, use_dns_cache=False, limit=2,
-    )
-    token = _CURRENT.set(timing)
-    try:
-        async with aiohttp.ClientSession(
-            connector=connector, trace_configs=[timing.trace_config()],
-            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=False,
-        ) as session:
-            yield session
-    finally:
-        _CURRENT.reset(token)
-
-
-# -- classifying transport failures -------------------------------------------------------------
-
-
-def classify_exception(exc: BaseException, timing: Timing, *, streaming: bool,
-                       elapsed: float) -> tuple[str, str]:
-    """``(reason, message)`` for an exception raised while talking to the target.
-
-    Exceptions that are not about the target (programming errors) are not classified:
-    the caller re-raises them and the scheduler reports reason ``internal``.
-    """
-    if (local := local_resource_error(exc)) is not None:
-        return LOCAL_RESOURCES, local
-    if isinstance(exc, TimeoutError):
-        return "timeout", f"timed out after {elapsed:.2f}s {timing.describe_wait()}"
-    if isinstance(exc, CAFileError):
-        return "tls", str(exc)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        where = f"{exc.host}:{exc.port}"
-        os_error = exc.os_error
-        if isinstance(exc, aiohttp.ClientSSLError) or isinstance(os_error, ssl.SSLError):
-            return "tls", f"TLS handshake with {where} failed: {_ssl_text(exc)}"
-        if isinstance(os_error, socket.gaierror):
-            return "dns", f"cannot resolve {exc.host}: {os_error.strerror or os_error}"
-        why = os.strerror(os_error.errno) if os_error.errno else os_error.strerror or os_error
-        return "connect", f"cannot connect to {where}: {why}"
-    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
-        return "tls", f"TLS failed: {_ssl_text(exc)}"
-    if isinstance(exc, SSEError):
-        return "stream_error", f"malformed event stream: {exc}"
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
-        what = exc.__class__.__name__
-        detail = str(exc) or "no detail"
-        if timing.headers_at is None:
-            return "connect", f"connection failed before a response ({what}: {detail})"
-        if streaming:
-            return "stream_error", f"stream broken after {elapsed:.2f}s ({what}: {detail})"
-        return "bad_response", f"response body cut short ({what}: {detail})"
-    raise exc
-
-
-def _ssl_text(exc: BaseException) -> str:
-    inner = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
-    verify = getattr(inner, "verify_message", None)
-    return str(verify or inner or inner.__class__.__name__)
 
 
 # -- response headers ---------------------------------------------------------------------------
@@ -441,6 +224,7 @@ class ApiRun:
         self.flavor = flavor
         self.paid = paid
         self.secret: str | None = None
+        self.credential: str | None = None  # from basic_auth / authorization
         self.timing = Timing()
         self.lines: list[str] = []
         self.status = 0
@@ -456,7 +240,7 @@ class ApiRun:
 
     # logging and error types
     def log(self, message: str) -> None:
-        line = scrub(message, self.secret)
+        line = scrub(message, self.secret, self.credential)
         self.lines.append(line)
         self.ctx.log(line)
 
@@ -477,12 +261,14 @@ class ApiRun:
             return refused
         url = api_url(self.check.url or "", path)
         streaming = bool(payload and payload.get("stream"))
+        check = self.check
         try:
+            via = route(check.proxy, url)
             async with (
-                asyncio.timeout(own_deadline(self.check)),
-                client(self.check, self.timing) as session,
+                asyncio.timeout(own_deadline(check)),
+                open_session(self.timing, check.tls) as session,
                 session.request(method, url, headers=headers, json=payload,
-                                allow_redirects=False) as resp,
+                                allow_redirects=False, **request_options(check.tls, via)) as resp,
             ):
                 self._read_headers(resp)
                 try:
@@ -495,11 +281,30 @@ class ApiRun:
             return self.fail("bad_response", "response is not JSON")
         except BodyTooLarge as exc:
             return self.fail("bad_response", str(exc))
-        except (aiohttp.ClientError, OSError, TimeoutError, SSEError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ProxyConfigError) as exc:
             elapsed = time.perf_counter() - self.timing.started
-            reason, message = classify_exception(exc, self.timing, streaming=streaming,
-                                                 elapsed=elapsed)
+            reason, message = classify(exc, self.timing, streaming=streaming, elapsed=elapsed)
             return self.fail(reason, message)
+        except SSEError as exc:
+            return self.fail("stream_error", f"malformed event stream: {exc}")
+
+    def credentials(self, headers: dict[str, str]) -> Result | None:
+        """Add basic_auth / authorization to ``headers``; a Result when it cannot be read."""
+        try:
+            value, self.credential = auth_header(self.check.basic_auth, self.check.authorization)
+        except CredentialError as exc:
+            return self.fail("auth", str(exc))
+        if value is not None:
+            headers["authorization"] = value
+        return None
+
+    def send_key(self, headers: dict[str, str], default_scheme: str) -> None:
+        """The API key as ``auth_scheme`` says: x-api-key, or Authorization: Bearer."""
+        assert self.secret is not None
+        if (self.check.auth_scheme or default_scheme) == "bearer":
+            headers["authorization"] = f"Bearer {self.secret}"
+        else:
+            headers["x-api-key"] = self.secret
 
     def _read_headers(self, resp: aiohttp.ClientResponse) -> None:
         self.status = resp.status
@@ -668,7 +473,7 @@ class ApiRun:
             success=success,
             duration_seconds=time.perf_counter() - self.timing.started,
             reason=reason,
-            error=scrub(error, self.secret),
+            error=scrub(error, self.secret, self.credential),
             gauges=tuple(gauges),
             counters=tuple(counters),
             observations=tuple(observations),
@@ -697,6 +502,10 @@ def classify_status(flavor: str, status: int, error: Mapping[str, Any] | None) -
         return "http_5xx"
     if status == 400 and "credit balance" in message:
         return "billing"
+    if status == 400 and "api usage limits" in message:
+        # A spend limit the customer set on the organization or a workspace (Anthropic's
+        # errors page): our account, like the 429 enforced_spend_limit_reached.
+        return "spend_limit"
     by_status = {401: "auth", 402: "billing", 403: "permission", 404: "not_found",
                  400: "bad_request"}
     if status == 200:

@@ -29,13 +29,15 @@ PAID_MODES = frozenset({"chat"})
 async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     run = ApiRun(check, ctx, "openai", paid=check.mode in PAID_MODES)
     headers = {"user-agent": USER_AGENT, "accept": "application/json", **check.headers}
+    if (refused := run.credentials(headers)) is not None:
+        return refused
     if check.mode == "keyless":
         return await run.send("GET", "/v1/models", headers, None,
                               lambda resp: _keyless(run, resp))
     run.secret = ctx.secret(check)
     if not run.secret:
         return run.no_key()
-    headers["authorization"] = f"Bearer {run.secret}"
+    run.send_key(headers, "bearer")
     if check.mode == "models":
         return await run.send("GET", "/v1/models", headers, None, run.expect_models)
     headers["accept"] = "text/event-stream"

@@ -9,8 +9,13 @@ the Page into samples.
 Failure reasons, a fixed set:
 
     timeout      no complete answer within the timeout (slow headers or a slow-drip body)
+    dns          the page's host name does not resolve
     connect      refused, reset, unreachable, or the connection closed before the full body
-    tls          certificate or handshake failure
+    tls          certificate or handshake failure (or tls_config cannot be loaded)
+    proxy        the proxy is unreachable, refused the tunnel, or asks for credentials (407)
+    http2_only   the server speaks only HTTP/2
+    auth         basic_auth / authorization is configured but its secret cannot be read
+    bad_response a response head that is not HTTP/1.1 we accept
     http_status  a non-2xx answer (403/405 challenge, 429, 5xx, ...) or a redirect loop
     not_json     a 2xx answer that is not JSON: HTML, a wrong content type, malformed JSON
     schema       valid JSON, but not a status-page document (no page object naming the page,
@@ -43,7 +48,6 @@ import asyncio
 import hashlib
 import math
 import random
-import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,16 +57,24 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter import __version__, metrics
+from exporter import metrics
 from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.resources import local_resource_error
+from exporter.checks.httpclient import (
+    USER_AGENT,
+    CredentialError,
+    ProxyConfigError,
+    Timing,
+    auth_header,
+    classify,
+    open_session,
+    request_options,
+    route,
+)
 from exporter.checks.retryafter import CAP_SECONDS, parse_retry_after
 from exporter.checks.safejson import clean
 from exporter.checks.safejson import loads as safe_loads
 from exporter.config import CheckConfig, StatuspageConfig
 
-USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
 BACKOFF_CAP_SECONDS = CAP_SECONDS  # the same cap as any Retry-After
@@ -508,7 +520,9 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     options = ctx.memo.get(MEMO_OPTIONS)
     if not isinstance(options, StatuspageConfig):
         options = StatuspageConfig(url=check.url or "", interval=check.interval,
-                                   timeout=check.timeout)
+                                   timeout=check.timeout, proxy=check.proxy, tls=check.tls,
+                                   basic_auth=check.basic_auth,
+                                   authorization=check.authorization)
     return await poll(summary_url(check.url or options.url), options, ctx)
 
 
@@ -575,11 +589,20 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
         if last_modified := ctx.memo.get(MEMO_LAST_MODIFIED):
             headers["If-Modified-Since"] = last_modified
     ctx.log(f"GET {url}" + (" (conditional)" if len(headers) > 2 else ""))
+    timing = Timing()
     try:
-        async with ctx.session.get(
-            url, headers=headers, allow_redirects=True, max_redirects=MAX_REDIRECTS,
-            timeout=aiohttp.ClientTimeout(total=options.timeout + 1.0),
-        ) as resp:
+        credential, _ = auth_header(options.basic_auth, options.authorization)
+    except CredentialError as exc:
+        raise PollFailure("auth", str(exc)) from None
+    if credential is not None:
+        headers["Authorization"] = credential
+    try:
+        via = route(options.proxy, url)
+        async with (
+            open_session(timing, options.tls) as session,
+            session.get(url, headers=headers, allow_redirects=True, max_redirects=MAX_REDIRECTS,
+                        **request_options(options.tls, via)) as resp,
+        ):
             final_url = str(resp.url)
             if resp.history:
                 ctx.log(f"followed {len(resp.history)} redirect(s) to {final_url}")
@@ -587,6 +610,9 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
                 return _Fetched(304, final_url, None, resp.headers.get("ETag"),
                                 resp.headers.get("Last-Modified"))
             content_type = resp.headers.get("Content-Type", "")
+            if via.proxy is not None and resp.status == 407:
+                raise PollFailure("proxy", "the proxy asks for credentials (HTTP 407)",
+                                  http_status=407)
             if not 200 <= resp.status < 300:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 what = f" ({content_type.split(';')[0]} body)" if content_type else ""
@@ -607,26 +633,21 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
     except aiohttp.TooManyRedirects as exc:
         raise PollFailure("http_status", f"more than {MAX_REDIRECTS} redirects (a redirect "
                           f"loop?) starting at {url}", http_status=exc.status) from None
-    except aiohttp.InvalidURL as exc:
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlRedirectClientError) as exc:
         raise PollFailure("http_status", f"bad redirect target {exc}") from None
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError,
-            ssl.SSLError) as exc:
-        raise PollFailure("tls", f"TLS failure for {url}: {exc}") from None
     except aiohttp.ClientPayloadError as exc:
         raise PollFailure("connect", f"connection broke off before the full body: "
                           f"{_short(exc)}") from None
-    except (aiohttp.ClientConnectionError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, ProxyConfigError) as exc:
         if isinstance(exc, TimeoutError):
             raise
-        if (local := local_resource_error(exc)) is not None:
-            raise PollFailure(LOCAL_RESOURCES, local) from None
-        raise PollFailure("connect", f"cannot reach {url}: {_short(exc)}") from None
-    except aiohttp.ClientResponseError as exc:
-        raise PollFailure("http_status", f"bad HTTP response from {url}: {exc.message}",
-                          http_status=exc.status or None) from None
-    except aiohttp.ClientError as exc:  # e.g. a redirect to a non-HTTP URL
-        raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
-                          f"{type(exc).__name__}: {_short(exc)}") from None
+        if isinstance(exc, aiohttp.ClientResponseError) and timing.headers_at is not None:
+            raise PollFailure("http_status", f"bad HTTP response from {url}: {exc.message}",
+                              http_status=exc.status or None) from None
+        reason, message = classify(exc, timing, elapsed=time.perf_counter() - timing.started)
+        if reason == "bad_response" and timing.headers_at is not None:
+            reason = "connect"  # the body broke off: the page's documented reason
+        raise PollFailure(reason, f"{message} ({url})") from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -1,6 +1,7 @@
 """kind: tcp. Resolve the target, then open a TCP connection to it and close it again.
 
-Without ``per_address`` the first address the resolver prefers is tried, as a client would.
+Without ``per_address`` the resolved addresses are tried in the resolver's order until one
+connects, as a client (and the http kind) would: a refused ``::1`` falls back to 127.0.0.1.
 With ``per_address`` every resolved address is tried at the same time; the run succeeds only
 when all of them connect, and ``probe_address_success{address}`` tells which did.
 
@@ -183,14 +184,26 @@ async def run(check: CheckConfig, ctx: ProbeContext, connector: Connector) -> Re
         ctx.log(f"resolved {host} to {', '.join(resolved.addresses)} "
                 f"in {resolved.seconds * 1000:.2f} ms")
 
-    targets = resolved.addresses if check.per_address else resolved.addresses[:1]
     remaining = max(0.0, deadline - time.perf_counter())
-    if len(targets) == 1:  # the common case, without a task per address
-        attempts = [await connector(check, targets[0], port, remaining, ctx)]
-    else:
+    if check.per_address and len(resolved.addresses) > 1:
         attempts = list(await asyncio.gather(
-            *(connector(check, address, port, remaining, ctx) for address in targets)))
-    return _result(check, start, resolved, list(attempts))
+            *(connector(check, address, port, remaining, ctx) for address in resolved.addresses)))
+        return _result(check, start, resolved, attempts)
+    # One address after the other until one answers; the run reports that one (or, when all
+    # fail, the first failure, as the most preferred address's).
+    tried: list[Attempt] = []
+    for address in resolved.addresses:
+        attempt = await connector(check, address, port, remaining, ctx)
+        if attempt.ok:
+            return _result(check, start, resolved, [attempt])
+        tried.append(attempt)
+        remaining = max(0.0, deadline - time.perf_counter())
+        if attempt.reason == "timeout" or remaining <= 0:
+            break
+    if len(tried) > 1:
+        first = tried[0]
+        first.error = (f"all {len(tried)} addresses failed; first: {first.error}")
+    return _result(check, start, resolved, tried[:1])
 
 
 def _lookup_gauges(resolved: Resolved, address: str) -> tuple[Sample, ...]:
