@@ -50,7 +50,8 @@ upstreams:
 control:
   - {{name: cloudflare-dns-tcp, kind: tcp, target: "127.0.0.1:{ctx.nginx.port}"}}
   - {{name: google-dns-tcp, kind: tcp, target: "{tcp2}"}}
-  - {{name: google-204, kind: http, url: "https://{tls}/generate_204", tls_config: {{ca_file: "{ca}"}}, valid_status_codes: [204]}}
+  - {{name: google-204, kind: http, url: "https://{tls}/generate_204", tls_config: {{ca_file: "{ca}"}},
+     valid_status_codes: [204]}}
   - {{name: quad9-icmp, kind: icmp, target: 127.0.0.1, packets: 3}}
 """
 
