@@ -371,6 +371,9 @@ ODD_ANSWERS: list[tuple[str, str, str, Handler, str]] = [
     ("anthropic", "messages", "unknown error type in stream",
      _sse('event: error\ndata: {"type":"error","error":{"type":"brand_new_error"}}\n\n'),
      "stream_error"),
+    ("anthropic", "models", "400 for a customer-set spend limit",
+     _json(400, {"type": "error", "error": {"type": "invalid_request_error", "message":
+                 "You have reached your specified workspace API usage limits."}}), "spend_limit"),
     ("openai", "keyless", "401 without error object",
      _json(401, {"detail": "no"}), "bad_response"),
     ("openai", "chat", "no [DONE]",
@@ -558,6 +561,12 @@ def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
      "spend_limit"),
     ("anthropic", 400, {"type": "invalid_request_error", "message": "Your credit balance is too low"}, "billing"),
     ("anthropic", 400, {"type": "invalid_request_error"}, "bad_request"),
+    ("anthropic", 400, {"type": "invalid_request_error",
+                        "message": "You have reached your specified API usage limits. You will regain "
+                                   "access on 2026-01-01 at 00:00 UTC."}, "spend_limit"),
+    ("anthropic", 400, {"type": "invalid_request_error",
+                        "message": "You have reached your specified workspace API usage limits."},
+     "spend_limit"),
     ("anthropic", 401, {"type": "authentication_error"}, "auth"),
     ("anthropic", 402, {"type": "billing_error"}, "billing"),
     ("anthropic", 403, None, "permission"),

@@ -15,10 +15,10 @@ API = "k8w3r06qmzrp"
 
 def view(name: str = "api", kind: str = "anthropic", *, down: bool = False, ok: bool = True,
          reason: str = "", intermittent: bool = False, slow: bool = False,
-         component: str | None = API) -> CheckView:
+         component: str | None = API, path: str = "direct") -> CheckView:
     return CheckView(name=name, kind=kind, component=component, ran=True, down=down,
                      last_success=ok, last_reason=reason, failure_ratio=0.4 if intermittent else 0.0,
-                     intermittent=intermittent, slow=slow)
+                     intermittent=intermittent, slow=slow, path=path)
 
 
 def page(status: str = "operational", *, incident: str | None = None,
@@ -37,6 +37,10 @@ GREEN = page()
 CONTROL_OK = [view("cf", "tcp", component=None), view("g", "http", component=None)]
 CONTROL_CUT = [view("cf", "tcp", down=True, ok=False, reason="timeout", component=None),
                view("g", "http", down=True, ok=False, reason="connect", component=None)]
+
+PROXIED_CONTROL_CUT_DIRECT = [
+    view("cf", "tcp", down=True, ok=False, reason="timeout", component=None),
+    view("g", "http", component=None, path="proxy")]
 
 CASES = [
     # (name, checks, control, page, expected verdict)
@@ -81,6 +85,23 @@ CASES = [
      GREEN, "operational"),
     ("no status page, probes fine", [view()], CONTROL_OK, None, "operational"),
     ("no control checks configured", [view(down=True, ok=False, reason="connect")], [], GREEN, "outage"),
+    # Behind a proxy-only network: the direct path is cut by design, the proxy path works.
+    ("proxy-only network, proxied API answers",
+     [view(path="proxy"), view("tcp", "tcp", down=True, ok=False, reason="timeout")],
+     PROXIED_CONTROL_CUT_DIRECT, GREEN, "operational"),
+    ("proxy-only network, proxied API down is an outage",
+     [view(down=True, ok=False, reason="http_5xx", path="proxy"),
+      view("tcp", "tcp", down=True, ok=False, reason="timeout")],
+     PROXIED_CONTROL_CUT_DIRECT, GREEN, "outage"),
+    ("the proxy is dead: every path is cut",
+     [view(down=True, ok=False, reason="proxy", path="proxy")],
+     [*CONTROL_CUT[:1], view("g", "http", down=True, ok=False, reason="proxy", component=None,
+                             path="proxy")], GREEN, "local_network"),
+    ("the proxy is dead and no control check goes through it",
+     [view(down=True, ok=False, reason="proxy", path="proxy")], CONTROL_OK, GREEN, "local_network"),
+    ("the proxy path cut while the API goes direct",
+     [view()], [CONTROL_OK[0], view("g", "http", down=True, ok=False, reason="proxy",
+                                    component=None, path="proxy")], GREEN, "operational"),
 ]
 
 

@@ -145,7 +145,7 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
                 async with session.request(method, url, headers=headers, data=body,
                                            allow_redirects=False,
                                            **request_options(check.tls, via)) as resp:
-                    _note_response(seen, resp)
+                    _note_response(seen, resp, timing)
                     location = resp.headers.get("Location")
                     if (check.follow_redirects and resp.status in REDIRECT_STATUSES
                             and location):
@@ -181,12 +181,12 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     return result(problem[0], problem[1])
 
 
-def _note_response(seen: _Outcome, resp: aiohttp.ClientResponse) -> None:
+def _note_response(seen: _Outcome, resp: aiohttp.ClientResponse, timing: Timing) -> None:
     seen.status = resp.status
     seen.version = float(f"{resp.version.major}.{resp.version.minor}") if resp.version else 0.0
     seen.ssl = resp.url.scheme == "https"
     seen.content_length = float(resp.content_length) if resp.content_length is not None else -1.0
-    seen.facts = connection_facts(resp)
+    seen.facts = connection_facts(timing)
 
 
 def _via_text(via: Route) -> str:

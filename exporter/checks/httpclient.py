@@ -83,6 +83,10 @@ class Timing:
         self.headers_at: float | None = None  # the final response's headers arrived
         self.ended: float | None = None
         self.resolved = False  # a local DNS lookup happened (not through a proxy)
+        # The latest connection's TLS object and peer address, kept for tls_facts: aiohttp
+        # may release (and close) a connection as soon as a short body has arrived.
+        self.ssl_object: ssl.SSLObject | None = None
+        self.peer: str | None = None
         self._dns_start: float | None = None
         self._conn_start: float | None = None
         self._after_dns: float | None = None
@@ -106,6 +110,7 @@ class Timing:
             self._conn_start = time.perf_counter()
             self._after_dns = None
             self._tls_start = None
+            self.ssl_object = None  # a new hop: the previous connection's TLS is not its
 
         async def conn_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
             now = time.perf_counter()
@@ -183,9 +188,11 @@ class _TimedSSLContext(ssl.SSLContext):
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
         timing = _CURRENT.get()
+        ssl_object = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         if timing is not None:
             timing.tls_started()
-        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+            timing.ssl_object = ssl_object
+        return ssl_object
 
 
 # -- TLS -----------------------------------------------------------------------------------------
@@ -382,9 +389,17 @@ async def open_session(timing: Timing, tls: TlsConfig | None, *, ip_protocol: st
     """A session with one fresh connection and the check's TLS settings (``tls`` None: no
     https expected, a default context all the same). Proxies are passed per request."""
     context = tls_context(tls or TlsConfig())
+
+    def new_socket(info: tuple[Any, ...]) -> socket.socket:
+        family, kind, proto, _, address = info
+        timing.peer = str(address[0])  # the last socket made is the connection that stands
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        return sock
+
     connector = aiohttp.TCPConnector(
         ssl=context, family=FAMILIES.get(ip_protocol, socket.AF_UNSPEC),
-        force_close=True, use_dns_cache=False, limit=2,
+        force_close=True, use_dns_cache=False, limit=2, socket_factory=new_socket,
     )
     token = _CURRENT.set(timing)
     try:
@@ -517,17 +532,11 @@ class TlsFacts:
     last_chain_expiry: float | None = None
 
 
-def connection_facts(resp: aiohttp.ClientResponse) -> TlsFacts:
-    facts = TlsFacts()
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    if transport is None:
-        return facts
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and peer:
-        facts.peer = str(peer[0])
-    ssl_object = transport.get_extra_info("ssl_object")
-    if isinstance(ssl_object, ssl.SSLObject):
+def connection_facts(timing: Timing) -> TlsFacts:
+    """What the latest connection of ``timing``'s run showed."""
+    facts = TlsFacts(peer=timing.peer)
+    ssl_object = timing.ssl_object
+    if ssl_object is not None and ssl_object.version() is not None:
         version = ssl_object.version()
         facts.version = TLS_VERSIONS.get(version or "", version or "unknown")
         presented = expiries(peer_chain(ssl_object))
