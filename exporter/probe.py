@@ -53,7 +53,6 @@ from exporter.collector import Families, histogram_buckets
 from exporter.config import (
     TARGET_KEY,
     CheckConfig,
-    RRValidator,
     parse_host,
     parse_host_port,
     parse_url,
@@ -349,6 +348,23 @@ def render(result: Result, accept: str = "") -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
+# Fields whose config key is spelled otherwise (the secrets' sources are names and paths,
+# never the secrets themselves).
+CONFIG_KEYS = {"tls": "tls_config"}
+
+
+def _plain(value: Any) -> Any:
+    """A config value as YAML can show it: nested settings as mappings without unset keys."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) not in (None, False, ())}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def module_yaml(module: CheckConfig) -> str:
     """The module's settings that differ from the defaults; header values are hidden."""
     defaults = CheckConfig(upstream=module.upstream, name=module.name, kind=module.kind)
@@ -361,13 +377,7 @@ def module_yaml(module: CheckConfig) -> str:
             continue
         if f.name == "headers":
             value = {k: "<hidden>" for k in value}
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, RRValidator):  # a dns validator: its non-empty lists
-            value = {k: list(v) for k, v in dataclasses.asdict(value).items() if v}
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[f.name] = value
+        out[CONFIG_KEYS.get(f.name, f.name)] = _plain(value)
     text: str = yaml.safe_dump({module.name: out}, sort_keys=False, default_flow_style=False)
     return text
 
