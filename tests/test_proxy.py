@@ -8,6 +8,7 @@ password appears in no output."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -17,10 +18,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import Exporter, Scrape, free_port, require_binary, require_root
 from tests.netns import Hosts, TestHost, hosts
@@ -214,46 +215,56 @@ def test_a_proxy_that_wants_credentials_is_reason_proxy(lab: Lab) -> None:
             exporter.stop()
 
 
-class _NoVia(BaseHTTPRequestHandler):
-    """200 to a request that came directly, 418 to one a proxy forwarded (it adds Via)."""
+@contextlib.contextmanager
+def no_via_server(host: str) -> Iterator[str]:
+    """An aiohttp server in a thread: 200 to a request that came directly, 418 to one a proxy
+    forwarded (tinyproxy adds Via)."""
+    loop = asyncio.new_event_loop()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.send_response(418 if self.headers.get("Via") else 200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=418 if "Via" in request.headers else 200)
 
-    def log_message(self, *_args: object) -> None:
-        pass
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, host, 0).start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
 
 
 def test_no_proxy_is_honoured(lab: Lab) -> None:
-    server = ThreadingHTTPServer((lab.proxy_ip, 0), _NoVia)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    local = f"http://{lab.proxy_ip}:{server.server_address[1]}/"
+    with no_via_server(lab.proxy_ip) as local:
+        run_no_proxy(lab, local)
+
+
+def run_no_proxy(lab: Lab, local: str) -> None:
+    # NO_PROXY names the local server by its address: "exempt" goes direct. "proxied" uses the
+    # same URL with an explicit proxy, which NO_PROXY does not touch; "forced-direct" says none.
     extra = (f"      - {{name: exempt, kind: http, url: \"{local}\"}}\n"
-             f"      - {{name: proxied, kind: http, url: \"{local}\", valid_status_codes: [418]}}\n"
+             f"      - {{name: proxied, kind: http, url: \"{local}\", valid_status_codes: [418],"
+             f" proxy: {{url: \"{lab.proxy_url}\"}}}}\n"
              f"      - {{name: forced-direct, kind: http, url: \"{local}\", proxy: none}}\n")
-    try:
-        with tinyproxy(lab, auth=False):
-            # NO_PROXY names the local server by its address: "exempt" goes direct. "proxied"
-            # uses the same URL but an explicit proxy, which NO_PROXY does not touch.
-            text = config(lab, extra_checks=extra).replace(
-                "name: proxied, kind: http,", f"name: proxied, kind: http, proxy: {{url: \"{lab.proxy_url}\"}},")
-            exporter = start(lab, text, {"HTTPS_PROXY": lab.proxy_url, "HTTP_PROXY": lab.proxy_url,
-                                         "NO_PROXY": f"localhost,{lab.proxy_ip}"})
-            try:
-                exporter.wait_for(lambda s: succeeded(s, "claude/exempt", "claude/proxied",
-                                                      "claude/forced-direct", *PROXIED), timeout=30)
-                found = paths(exporter)
-                assert (found["claude/exempt"], found["claude/proxied"],
-                        found["claude/forced-direct"], found["claude/api"]) == (
-                            "direct", "proxy", "direct", "proxy")
-            finally:
-                exporter.stop()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tinyproxy(lab, auth=False):
+        exporter = start(lab, config(lab, extra_checks=extra),
+                         {"HTTPS_PROXY": lab.proxy_url, "HTTP_PROXY": lab.proxy_url,
+                          "NO_PROXY": f"localhost,{lab.proxy_ip}"})
+        try:
+            exporter.wait_for(lambda s: succeeded(s, "claude/exempt", "claude/proxied",
+                                                  "claude/forced-direct", *PROXIED), timeout=30)
+            found = paths(exporter)
+            assert (found["claude/exempt"], found["claude/proxied"], found["claude/forced-direct"],
+                    found["claude/api"]) == ("direct", "proxy", "direct", "proxy")
+        finally:
+            exporter.stop()
 
 
 def test_the_lab_drops_direct_packets(lab: Lab) -> None:
