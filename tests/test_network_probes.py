@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import re
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from exporter.checks.resolve import ResolveError, address_hash, resolve, split_h
 from exporter.config import CheckConfig, ConfigError, RRValidator, TlsConfig, load_text
 from tests import netns
 from tests.conftest import require, require_binary, require_root
+from tests.netns import hosts
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -831,3 +834,51 @@ async def test_icmp_wrong_family_literal_is_reason_dns(ctx: ProbeContext) -> Non
     result = await icmp.probe(check("icmp", target="127.0.0.1", ip_protocol="ip6"), ctx)
     assert (result.success, result.reason) == (False, "dns")
     assert counter(result, m.PROBE_ICMP_SENT) == 0
+
+
+# -- every resolved address, in order ----------------------------------------------------------------
+
+FALLBACK_SCRIPT = """
+import asyncio, json, logging, socket, ssl, sys
+import trustme
+from exporter.checks import ProbeContext, tcp, tls
+from exporter.config import CheckConfig, TlsConfig
+
+async def accept(reader, writer):
+    writer.close()
+
+async def main():
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("dual.test").configure_cert(context)
+    ca.cert_pem.write_to_path(sys.argv[1])
+    plain = await asyncio.start_server(accept, "127.0.0.1", 0)  # IPv4 only: ::1 refuses
+    secure = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=context)
+    order = [i[4][0] for i in socket.getaddrinfo("dual.test", 1, type=socket.SOCK_STREAM)]
+    ctx = ProbeContext(session=None, logger=logging.getLogger("t"))
+    out = {"order": order}
+    for kind, server, extra in (("tcp", plain, {}), ("tls", secure, {"tls": TlsConfig(ca_file=sys.argv[1])})):
+        port = server.sockets[0].getsockname()[1]
+        check = CheckConfig(upstream="u", name=kind, kind=kind, target=f"dual.test:{port}",
+                            timeout=3.0, **extra)
+        result = await (tcp if kind == "tcp" else tls).probe(check, ctx)
+        out[kind] = [result.success, result.reason, result.error]
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_tcp_and_tls_try_every_resolved_address(tmp_path: Path) -> None:
+    """A name whose first address (::1) refuses: tcp and tls fall back to the next (127.0.0.1),
+    as http does. Runs in a namespace whose /etc/hosts names dual.test twice."""
+    require_root()
+    with hosts() as made:
+        host = made.new()
+        host.etc_file("hosts", "::1 dual.test\n127.0.0.1 dual.test\n")
+        proc = host.exec(sys.executable, "-c", FALLBACK_SCRIPT, str(tmp_path / "ca.pem"), check=False)
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout)
+    assert outcome["order"][:2] == ["::1", "127.0.0.1"], outcome  # the premise
+    assert outcome["tcp"][:2] == [True, ""], outcome
+    assert outcome["tls"][:2] == [True, ""], outcome
