@@ -705,6 +705,10 @@ def parse_proxy(value: Any) -> ProxyConfig:
                        "settings", {"password": "password_env or password_file"})
     if "url" not in raw:
         raise ValueError("missing required key url")
+    if isinstance(raw["url"], str) and "@" in urlsplit(raw["url"]).netloc:
+        raise NestedError(("url",), "inline secrets are not allowed: remove the user:password "
+                                    "from the URL and use username with password_env or "
+                                    "password_file")
     url = _sub(parse_url, raw, "url")
     username = _sub(parse_str, raw, "username") if "username" in raw else None
     env = file = None

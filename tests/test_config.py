@@ -24,6 +24,8 @@ def errors(text: str) -> list[str]:
     return [str(i) for i in info.value.issues]
 
 
+HTTP = BASE + "    checks:\n      - {name: h, kind: http, url: 'https://x.test/', "
+
 BAD = [
     ("unknown top-level key",
      "upstreams: {}\nupstream: {}\n",
@@ -117,12 +119,74 @@ BAD = [
     ("upstream with nothing to watch",
      "upstreams:\n  claude: {}\n",
      "c.yml:2: upstreams.claude: needs a statuspage, checks, or both"),
+    # networks and credentials (docs/configuration.md): old flat keys name their new place
+    *[(f"flat {key} on {kind}", BASE + f"    checks:\n      - {{name: a, kind: {kind}, {target}, {key}: x}}\n",
+       f"c.yml:5: upstreams.claude.checks[0].{key}: has moved: use tls_config.{key}")
+      for key in ("ca_file", "insecure_skip_verify", "server_name")
+      for kind, target in (("http", "url: 'https://x.test/'"), ("tls", "target: 'x.test:443'"),
+                           ("anthropic", "mode: keyless"))],
+    ("flat ca_file on a status page",
+     "upstreams:\n  claude:\n    statuspage: {url: 'https://x.test', ca_file: c.pem}\n",
+     "c.yml:3: upstreams.claude.statuspage.ca_file: has moved: use tls_config.ca_file"),
+    ("an inline proxy password",
+     HTTP + "proxy: {url: 'http://p.test:3128', username: u, password: hunter22}}\n",
+     "c.yml:5: upstreams.claude.checks[0].proxy.password: inline secrets are not allowed: use "
+     "password_env or password_file"),
+    ("credentials in the proxy url",
+     HTTP + "proxy: {url: 'http://u:hunter22@p.test:3128'}}\n",
+     "c.yml:5: upstreams.claude.checks[0].proxy.url: inline secrets are not allowed"),
+    ("a proxy mode that does not exist",
+     HTTP + "proxy: system}\n",
+     "c.yml:5: upstreams.claude.checks[0].proxy: must be \"environment\", \"none\" or a mapping"),
+    ("a proxy password without a username",
+     HTTP + "proxy: {url: 'http://p.test:3128', password_env: PW}}\n",
+     "c.yml:5: upstreams.claude.checks[0].proxy: a proxy password needs a username"),
+    ("both password sources",
+     HTTP + "basic_auth: {username: u, password_env: PW, password_file: pw}}\n",
+     "c.yml:5: upstreams.claude.checks[0].basic_auth: needs exactly one of password_env or password_file"),
+    ("inline basic auth password",
+     HTTP + "basic_auth: {username: u, password: hunter22}}\n",
+     "c.yml:5: upstreams.claude.checks[0].basic_auth.password: inline secrets are not allowed"),
+    ("inline authorization credentials",
+     HTTP + "authorization: {type: Bearer, credentials: hunter22}}\n",
+     "c.yml:5: upstreams.claude.checks[0].authorization.credentials: inline secrets are not allowed"),
+    ("basic auth and authorization together",
+     HTTP + "basic_auth: {username: u, password_env: P}, authorization: {credentials_env: T}}\n",
+     "c.yml:5: upstreams.claude.checks[0]: set basic_auth or authorization, not both"),
+    ("a TLS version that does not exist",
+     HTTP + "tls_config: {min_version: TLS14}}\n",
+     "c.yml:5: upstreams.claude.checks[0].tls_config.min_version: must be one of TLS10, TLS11, TLS12, TLS13"),
+    ("min above max",
+     HTTP + "tls_config: {min_version: TLS13, max_version: TLS12}}\n",
+     "c.yml:5: upstreams.claude.checks[0].tls_config.min_version: must not be above max_version"),
+    ("a client certificate without its key",
+     HTTP + "tls_config: {cert_file: c.pem}}\n",
+     "c.yml:5: upstreams.claude.checks[0].tls_config: cert_file and key_file go together"),
+    ("an unknown tls_config key",
+     HTTP + "tls_config: {ca: c.pem}}\n",
+     "c.yml:5: upstreams.claude.checks[0].tls_config.ca: unknown key"),
+    ("an auth_scheme that does not exist",
+     BASE + "    checks:\n      - {name: a, kind: anthropic, auth_scheme: basic}\n",
+     "c.yml:5: upstreams.claude.checks[0].auth_scheme: must be one of x-api-key, bearer"),
+    ("a bad regexp in a list",
+     HTTP + "fail_if_body_matches_regexp: [ok, '(']}\n",
+     "c.yml:5: upstreams.claude.checks[0].fail_if_body_matches_regexp[1]: is not a valid regular expression"),
+    ("a header matcher without a regexp",
+     HTTP + "fail_if_header_matches: [{header: Server}]}\n",
+     "c.yml:5: upstreams.claude.checks[0].fail_if_header_matches[0]: needs header and regexp"),
+    ("a json condition with equals and matches",
+     HTTP + "json_conditions: [{path: a, equals: 1, matches: '1'}]}\n",
+     "c.yml:5: upstreams.claude.checks[0].json_conditions[0]: set equals or matches, not both"),
+    ("proxy on a direct kind",
+     BASE + "    checks:\n      - {name: a, kind: tcp, target: 'x.test:1', proxy: none}\n",
+     "c.yml:5: upstreams.claude.checks[0].proxy: unknown key"),
 ]
 
 
 @pytest.mark.parametrize(("case", "text", "expected"), BAD, ids=[b[0] for b in BAD])
 def test_each_error_names_its_path_and_line(case: str, text: str, expected: str) -> None:
-    assert expected in errors(text), case
+    found = errors(text)
+    assert any(e.startswith(expected) for e in found), (case, found)
 
 
 def test_all_errors_are_reported_at_once() -> None:
@@ -154,6 +218,32 @@ def test_the_bundled_preset_validates() -> None:
     assert len(preset.control) >= 2
     assert {d.kind for d in claude.dependencies} == {"aws_health", "gcp_status"}
     assert [c.kind for c in claude.crowd] == ["openrouter"]
+
+
+def test_network_settings_and_their_defaults() -> None:
+    config = cfg.load_text(textwrap.dedent("""\
+        defaults: {proxy: none, tls_config: {min_version: TLS12}}
+        upstreams:
+          claude:
+            statuspage: {url: 'https://status.test', proxy: {url: 'http://p.test:3128', username: u,
+                         password_file: /run/secrets/proxy}}
+            checks:
+              - {name: h, kind: http, url: 'https://x.test/', basic_auth: {username: u, password_env: P},
+                 tls_config: {ca_file: ca.pem, cert_file: c.pem, key_file: c.key, max_version: TLS13}}
+              - {name: t, kind: tls, target: 'x.test:443'}
+              - {name: api, kind: anthropic, auth_scheme: bearer, proxy: environment,
+                 authorization: {credentials_file: /run/secrets/gw}}
+        """), "c.yml")
+    page, http, tls, api = config.all_checks()
+    assert page.proxy == cfg.ProxyConfig("url", "http://p.test:3128", "u", None, "/run/secrets/proxy")
+    assert page.tls == cfg.TlsConfig(min_version="TLS12")
+    assert http.proxy == cfg.ProxyConfig("none")
+    assert http.tls == cfg.TlsConfig(ca_file="ca.pem", cert_file="c.pem", key_file="c.key",
+                                     max_version="TLS13")  # its own tls_config replaces the default
+    assert http.basic_auth == cfg.SecretRef("u", env="P")
+    assert tls.tls == cfg.TlsConfig(min_version="TLS12")
+    assert (api.proxy.mode, api.auth_scheme, api.authorization) == (
+        "environment", "bearer", cfg.SecretRef("Bearer", file="/run/secrets/gw"))
 
 
 def test_defaults_apply_to_checks_without_their_own() -> None:

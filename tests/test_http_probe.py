@@ -25,7 +25,7 @@ from exporter.checks import ProbeContext, Result
 from exporter.checks.http import json_path_exists, probe
 from exporter.checks.httpclient import PHASES
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
-from exporter.config import CheckConfig, TlsConfig
+from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
 from tests.conftest import ROOT, require, require_binary
 
 KEY = "tok-7Hq2-known-http-test-key-91c4e0"
@@ -175,6 +175,26 @@ def assert_reason(result: Result, reason: str) -> None:
     ("/echo", {"method": "POST", "body": "payload", "body_regex": "^POST:payload$"}, "", 200),
     ("/text", {"method": "HEAD"}, "", 200),
     ("/big", {}, "bad_response", 200),
+    # blackbox's matchers, as lists
+    ("/text", {"fail_if_body_matches_regexp": ("nope", "hello")}, "body_mismatch", 200),
+    ("/text", {"fail_if_body_matches_regexp": ("nope", "error")}, "", 200),
+    ("/text", {"fail_if_body_not_matches_regexp": ("hello", "OK$")}, "", 200),
+    ("/text", {"fail_if_body_not_matches_regexp": ("hello", "^nope")}, "body_mismatch", 200),
+    ("/text", {"fail_if_header_matches": (HeaderMatch("Content-Type", "^text/"),)},
+     "header_mismatch", 200),
+    ("/text", {"fail_if_header_matches": (HeaderMatch("X-Missing", "x"),)}, "header_mismatch", 200),
+    ("/text", {"fail_if_header_matches": (HeaderMatch("X-Missing", "x", allow_missing=True),)},
+     "", 200),
+    ("/text", {"fail_if_header_not_matches": (HeaderMatch("Content-Type", "^text/plain"),)}, "", 200),
+    ("/text", {"fail_if_header_not_matches": (HeaderMatch("Content-Type", "json"),)},
+     "header_mismatch", 200),
+    ("/json", {"json_conditions": (JsonCondition("status", "ok", has_equals=True),)}, "", 200),
+    ("/json", {"json_conditions": (JsonCondition("status", "down", has_equals=True),)},
+     "body_mismatch", 200),
+    ("/json", {"json_conditions": (JsonCondition("data[0].v", None, has_equals=True),)}, "", 200),
+    ("/json", {"json_conditions": (JsonCondition("data.0.id", matches="^x$"),)}, "", 200),
+    ("/json", {"json_conditions": (JsonCondition("data.0.id", matches="^y"),)}, "body_mismatch", 200),
+    ("/json", {"json_conditions": (JsonCondition("data.5", matches="."),)}, "body_mismatch", 200),
 ])
 async def test_status_and_body_rules(server: Server, path: str, options: dict[str, Any],
                                      reason: str, status: int) -> None:
@@ -182,6 +202,17 @@ async def test_status_and_body_rules(server: Server, path: str, options: dict[st
     assert_reason(result, reason)
     assert gauge(result, m.PROBE_HTTP_STATUS_CODE) == status
     assert result.details == {"http_status": status, "error_type": None, "reason": reason}
+
+
+@pytest.mark.parametrize(("options", "flag"), [
+    ({"fail_if_body_matches_regexp": ("hello",)}, 1),
+    ({"fail_if_header_not_matches": (HeaderMatch("Content-Type", "json"),)}, 1),
+    ({"valid_status_codes": (204,)}, 0),  # a status mismatch is no regexp failure
+    ({}, 0),
+])
+async def test_failed_due_to_regex(server: Server, options: dict[str, Any], flag: int) -> None:
+    result = await run(make_check(server.url + "/text", **options))
+    assert gauge(result, m.PROBE_FAILED_DUE_TO_REGEX) == flag
 
 
 async def test_response_gauges(server: Server) -> None:
@@ -302,7 +333,7 @@ DNS_SCRIPT = """
 import asyncio, json, logging, aiohttp
 from exporter.checks import ProbeContext
 from exporter.checks.http import probe
-from exporter.config import CheckConfig, TlsConfig
+from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
 
 async def main():
     check = CheckConfig(upstream="u", name="n", kind="http", url="http://probe-test.invalid/",
