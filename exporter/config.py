@@ -997,6 +997,15 @@ class _Validator:
         if values["timeout"] > values["interval"] and not module:
             self.doc.error((*path, "timeout"), "must not exceed the interval "
                            f"({values['timeout']:g}s > {values['interval']:g}s)")
+        has_key = "api_key_env" in values or "api_key_file" in values
+        key_in_authorization = has_key and (
+            (kind == "http" and str(values.get("api_key_header", "Authorization")).lower() == "authorization")
+            or (kind in MODES and values.get("auth_scheme", "bearer" if kind == "openai" else "x-api-key")
+                == "bearer"))
+        if key_in_authorization and ("basic_auth" in values or "authorization" in values):
+            self.doc.error(path, "the API key already goes in the Authorization header; basic_auth "
+                                 "or authorization would replace it (use api_key_header or "
+                                 "auth_scheme: x-api-key)")
         if "basic_auth" in values and "authorization" in values:
             self.doc.error(path, "set basic_auth or authorization, not both (each is an "
                                  "Authorization header)")

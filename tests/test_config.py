@@ -153,6 +153,10 @@ BAD = [
     ("basic auth and authorization together",
      HTTP + "basic_auth: {username: u, password_env: P}, authorization: {credentials_env: T}}\n",
      "c.yml:5: upstreams.claude.checks[0]: set basic_auth or authorization, not both"),
+    ("the key and a gateway token both in Authorization",
+     BASE + "    checks:\n      - {name: a, kind: openai, mode: models, api_key_env: K, "
+            "authorization: {credentials_env: T}}\n",
+     "c.yml:5: upstreams.claude.checks[0]: the API key already goes in the Authorization header"),
     ("a TLS version that does not exist",
      HTTP + "tls_config: {min_version: TLS14}}\n",
      "c.yml:5: upstreams.claude.checks[0].tls_config.min_version: must be one of TLS10, TLS11, TLS12, TLS13"),

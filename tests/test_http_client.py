@@ -156,6 +156,8 @@ FRAMING: list[tuple[str, bytes, str, int, bytes | None]] = [
      "", 200, b"ok"),
     ("a header over the 64 KiB limit", OK + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n",
      "bad_response", 0, None),
+    ("more than 200 header fields", OK + b"".join(b"X-%d: 1\r\n" % i for i in range(201))
+     + b"Content-Length: 2\r\n\r\nok", "bad_response", 0, None),
     ("malformed status line", b"HTTP/1.1 2x0 OK\r\n\r\n", "bad_response", 0, None),
     ("not HTTP at all", b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "bad_response", 0, None),
     ("conflicting Content-Length", OK + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\nok",

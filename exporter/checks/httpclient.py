@@ -54,7 +54,7 @@ FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_IN
 # send and browsers and blackbox accept: a 16 KiB cookie or CSP header, a 70 KiB head.
 MAX_LINE_SIZE = 64 * 1024  # the status line, and one header line
 MAX_FIELD_SIZE = 64 * 1024  # one header field
-MAX_HEADERS = 1024
+MAX_HEADERS = 200  # with 64 KiB a field, a head of at most ~12.5 MiB, near Go's 10 MiB default
 # Every kind that reaches a target through this client can fail for these reasons.
 TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "proxy", "http2_only", "bad_response",
                      LOCAL_RESOURCES)  # out of file descriptors or buffers: ours
