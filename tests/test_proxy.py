@@ -272,3 +272,20 @@ def test_the_lab_drops_direct_packets(lab: Lab) -> None:
     probe = (f"import socket; socket.create_connection(({lab.targets.ip!r}, "
              f"{lab.sim.rsplit(':', 1)[1]}), 1)")
     assert lab.exporter_ns.exec(sys.executable, "-c", probe, check=False).returncode != 0
+
+
+def test_proxy_credentials_in_the_environment_url(lab: Lab) -> None:
+    """http_proxy=http://user:password@host:port, as curl takes it: sent as Proxy-Authorization,
+    shown nowhere."""
+    url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@{lab.proxy_ip}:{lab.proxy_port}"
+    with tinyproxy(lab, auth=True):
+        exporter = start(lab, config(lab), {"http_proxy": url})
+        try:
+            scrape = exporter.wait_for(lambda s: succeeded(s, *PROXIED) and verdict(s) == "operational",
+                                       timeout=30)
+            outputs = [scrape.text, exporter.get("/")[1], exporter.get("/api/v1/status")[1],
+                       exporter.log()]
+        finally:
+            exporter.stop()
+    for text in outputs:
+        assert PROXY_PASSWORD not in text

@@ -325,7 +325,15 @@ def route(proxy: ProxyConfig, url: str | URL) -> Route:
         return DIRECT
     if proxy.mode == "environment":
         found = environment_proxy(target)
-        return Route(found) if found is not None else DIRECT
+        if found is None:
+            return DIRECT
+        if found.user is not None:
+            # http://user:password@proxy:3128 in the environment, as curl accepts it: the
+            # credentials go in Proxy-Authorization and are scrubbed from every output.
+            if found.password:
+                SECRETS.known.add(found.password)
+            return Route(found.with_user(None), aiohttp.BasicAuth(found.user, found.password or ""))
+        return Route(found)
     assert proxy.url is not None, "the config requires url"
     auth = None
     if proxy.username is not None:
