@@ -52,7 +52,8 @@ STATUSPAGE_POLLS = MetricSpec(
 STATUSPAGE_POLL_FAILURES = MetricSpec(
     "statuspage_poll_failures_total", "counter",
     "Status-page polls that failed, by reason "
-    "(timeout, connect, tls, http_status, not_json, schema, too_large).",
+    "(timeout, dns, connect, tls, proxy, http2_only, auth, bad_response, http_status, not_json, "
+    "schema, too_large).",
     ("upstream", "reason"))
 STATUSPAGE_POLL_DURATION = MetricSpec(
     "statuspage_poll_duration_seconds", "gauge",

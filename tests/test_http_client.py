@@ -313,3 +313,31 @@ async def test_the_key_stays_with_its_origin(raw_server: RawFactory, header: str
     followed = (first.seen if same_origin else final.seen)[-1]
     assert followed.request_line.startswith("GET /end")
     assert (KEY in (followed.header(header) or "")) is same_origin
+
+
+# -- clean-up ---------------------------------------------------------------------------------------
+
+
+async def test_a_cancelled_probe_closes_its_connection() -> None:
+    """The scheduler cancels a run at its timeout: the connection must not outlive it."""
+    closed = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        await reader.read()  # returns b"" once the client closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        task = asyncio.ensure_future(run(make_check(f"http://127.0.0.1:{port}/", timeout=30.0)))
+        await asyncio.wait_for(arrived.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
