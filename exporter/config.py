@@ -75,6 +75,11 @@ class WitnessConfig:
     providers: tuple[str, ...] = ()  # crowd: provider names (or endpoint tag prefixes)
     down_below: float = 0.9  # crowd: 5m uptime under this is failing
     max_body_bytes: int = 16 * 1024 * 1024
+    # the network path and credentials (docs/configuration.md, "Networks and credentials")
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig())
+    tls: TlsConfig = field(default_factory=lambda: TlsConfig())
+    basic_auth: SecretRef | None = None
+    authorization: SecretRef | None = None
 
     @property
     def role(self) -> str:
@@ -295,7 +300,9 @@ class Config:
                                        authorization=sp.authorization))
             out.extend(up.checks)
             out.extend(CheckConfig(upstream=up.name, name=w.check_name, kind=w.kind,
-                                   interval=w.interval, timeout=w.timeout, url=w.url, witness=w)
+                                   interval=w.interval, timeout=w.timeout, url=w.url, witness=w,
+                                   proxy=w.proxy, tls=w.tls, basic_auth=w.basic_auth,
+                                   authorization=w.authorization)
                        for w in (*up.dependencies, *up.crowd))
         out.extend(self.control)
         return out
@@ -1182,6 +1189,9 @@ _WITNESS_COMMON: dict[str, tuple[str, Parser]] = {
     "name": ("name", parse_name), "kind": ("kind", parse_str), "url": ("url", parse_url),
     "interval": ("interval", parse_duration), "timeout": ("timeout", parse_duration),
     "max_body_bytes": ("max_body_bytes", parse_int(1024, 1024**3)),
+    "proxy": ("proxy", parse_proxy), "tls_config": ("tls", parse_tls_config),
+    "basic_auth": ("basic_auth", parse_basic_auth),
+    "authorization": ("authorization", parse_authorization),
 }
 WITNESS_KEYS: dict[str, dict[str, tuple[str, Parser]]] = {
     "gcp_status": {**_WITNESS_COMMON, "products": ("services", parse_str_list),
@@ -1198,7 +1208,7 @@ WITNESS_INTERVALS = {"dependency": 120.0, "crowd": 60.0}
 
 
 def _witness_list(v: _Validator, raw: Any, path: Path_, kinds: tuple[str, ...],
-                  defaults: dict[str, float]) -> list[WitnessConfig]:
+                  defaults: dict[str, Any]) -> list[WitnessConfig]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -1237,6 +1247,13 @@ def _witness_list(v: _Validator, raw: Any, path: Path_, kinds: tuple[str, ...],
         if len(v.doc.issues) > before:
             continue
         role = "crowd" if kind in CROWD_KINDS else "dependency"
+        for key, field_name in (("proxy", "proxy"), ("tls_config", "tls")):
+            if key in defaults and key not in item:
+                values[field_name] = defaults[key]
+        if "basic_auth" in values and "authorization" in values:
+            v.doc.error(item_path, "set basic_auth or authorization, not both (each is an "
+                                   "Authorization header)")
+            continue
         values.setdefault("interval", WITNESS_INTERVALS[role])
         values.setdefault("timeout", min(defaults["timeout"], values["interval"]))
         if values["timeout"] > values["interval"]:

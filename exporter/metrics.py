@@ -267,7 +267,8 @@ DEPENDENCY_POLLS = MetricSpec(
 DEPENDENCY_POLL_FAILURES = MetricSpec(
     "dependency_poll_failures_total", "counter",
     "Dependency status-feed polls that failed, by reason "
-    "(timeout, connect, tls, http_status, not_json, schema, too_large).",
+    "(timeout, dns, connect, tls, proxy, http2_only, auth, bad_response, http_status, not_json, "
+    "schema, too_large).",
     (*DEPENDENCY, "reason"))
 DEPENDENCY_INCIDENTS_OPEN = MetricSpec(
     "dependency_incidents_open", "gauge",
@@ -284,7 +285,8 @@ CROWD_POLLS = MetricSpec("crowd_polls_total", "counter", "Crowd-source polls att
 CROWD_POLL_FAILURES = MetricSpec(
     "crowd_poll_failures_total", "counter",
     "Crowd-source polls that failed, by reason "
-    "(timeout, connect, tls, http_status, not_json, schema, too_large).", (*CROWD, "reason"))
+    "(timeout, dns, connect, tls, proxy, http2_only, auth, bad_response, http_status, not_json, "
+    "schema, too_large).", (*CROWD, "reason"))
 CROWD_ENDPOINT_UPTIME = MetricSpec(
     "crowd_endpoint_uptime_ratio", "gauge",
     "Share (0-1) of others' requests to the model at this provider endpoint that succeeded, "

@@ -181,6 +181,10 @@ BAD = [
     ("a json condition with equals and matches",
      HTTP + "json_conditions: [{path: a, equals: 1, matches: '1'}]}\n",
      "c.yml:5: upstreams.claude.checks[0].json_conditions[0]: set equals or matches, not both"),
+    ("an inline proxy password on a witness",
+     BASE + "    dependencies:\n      - {name: g, kind: gcp_status, url: 'https://x.test/i.json', "
+            "proxy: {url: 'http://p.test:1', username: u, password: hunter22}}\n",
+     "c.yml:5: upstreams.claude.dependencies[0].proxy.password: inline secrets are not allowed"),
     ("proxy on a direct kind",
      BASE + "    checks:\n      - {name: a, kind: tcp, target: 'x.test:1', proxy: none}\n",
      "c.yml:5: upstreams.claude.checks[0].proxy: unknown key"),
@@ -237,8 +241,17 @@ def test_network_settings_and_their_defaults() -> None:
               - {name: t, kind: tls, target: 'x.test:443'}
               - {name: api, kind: anthropic, auth_scheme: bearer, proxy: environment,
                  authorization: {credentials_file: /run/secrets/gw}}
+            dependencies:
+              - {name: gcp, kind: gcp_status, url: 'https://status.cloud.google.com/incidents.json',
+                 tls_config: {ca_file: corp.pem}}
+            crowd:
+              - {name: openrouter, kind: openrouter, url: 'https://openrouter.ai/api/v1',
+                 models: [anthropic/claude-sonnet-4.6], proxy: {url: 'http://p.test:3128'}}
         """), "c.yml")
-    page, http, tls, api = config.all_checks()
+    page, http, tls, api, gcp, crowd = config.all_checks()
+    assert (gcp.proxy, gcp.tls) == (cfg.ProxyConfig("none"), cfg.TlsConfig(ca_file="corp.pem"))
+    assert crowd.proxy == cfg.ProxyConfig("url", "http://p.test:3128")
+    assert crowd.witness is not None and crowd.witness.proxy == crowd.proxy
     assert page.proxy == cfg.ProxyConfig("url", "http://p.test:3128", "u", None, "/run/secrets/proxy")
     assert page.tls == cfg.TlsConfig(min_version="TLS12")
     assert http.proxy == cfg.ProxyConfig("none")

@@ -115,7 +115,11 @@ upstreams:
       - {{name: api, kind: anthropic, url: "{lab.sim}/anthropic", mode: keyless{proxy_line}}}
       - {{name: page-http, kind: http, url: "{lab.sim}/status/api/v2/summary.json"{proxy_line}}}
       - {{name: api-tcp, kind: tcp, target: "{lab.sim.removeprefix('http://')}"}}
-{extra_checks}
+{extra_checks}    dependencies:
+      - {{name: gcp, kind: gcp_status, url: "{lab.sim}/gcp/incidents.json", interval: 1s{proxy_line}}}
+    crowd:
+      - {{name: openrouter, kind: openrouter, url: "{lab.sim}/openrouter/api/v1", interval: 1s,
+         models: [anthropic/claude-haiku-4.5]{proxy_line}}}
 control:
   - {{name: control-http, kind: http, url: "{lab.sim}/_sim/scenario"{proxy_line}}}
   - {{name: control-tcp, kind: tcp, target: "{lab.sim.removeprefix('http://')}"}}
@@ -135,8 +139,17 @@ def verdict(scrape: Scrape) -> str | None:
 
 
 def succeeded(scrape: Scrape, *checks: str) -> bool:
-    return all(scrape.value("probe_success", upstream=u, check=c) == 1
-               for u, c in (x.split("/") for x in checks))
+    """Each ``upstream/check`` (or ``upstream/dependencies/name``, ``upstream/crowd/name``)
+    succeeded in its last run."""
+    def ok(name: str) -> bool:
+        upstream, check = name.split("/", 1)
+        role, _, witness = check.partition("/")
+        if role == "dependencies":
+            return scrape.value("dependency_poll_success", upstream=upstream, dependency=witness) == 1
+        if role == "crowd":
+            return scrape.value("crowd_poll_success", upstream=upstream, source=witness) == 1
+        return scrape.value("probe_success", upstream=upstream, check=check) == 1
+    return all(ok(name) for name in checks)
 
 
 def paths(exporter: Exporter) -> dict[str, str]:
@@ -147,12 +160,18 @@ def paths(exporter: Exporter) -> dict[str, str]:
     for upstream in doc["upstreams"]:
         for item in upstream["checks"]:
             out[f"{upstream['name']}/{item['name']}"] = item["path"]
+        for role in ("dependencies", "crowd"):
+            for item in upstream[role]:
+                out[f"{upstream['name']}/{role}/{item['name']}"] = item["path"]
+        if upstream["statuspage"]:
+            out[f"{upstream['name']}/statuspage"] = upstream["statuspage"]["path"]
     for item in doc["control"]:
         out[f"control/{item['name']}"] = item["path"]
     return out
 
 
-PROXIED = ("claude/api", "claude/page-http", "control/control-http")
+PROXIED = ("claude/api", "claude/page-http", "claude/dependencies/gcp", "claude/crowd/openrouter",
+           "control/control-http")
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
@@ -167,8 +186,10 @@ def test_every_witness_gets_through_a_proxy_from_the_environment(lab: Lab, varia
             assert scrape.value("probe_success", upstream="claude", check="api-tcp") == 0
             assert scrape.value("probe_success", upstream="control", check="control-tcp") == 0
             assert paths(exporter) == {
-                "claude/api": "proxy", "claude/page-http": "proxy", "claude/api-tcp": "direct",
-                "control/control-http": "proxy", "control/control-tcp": "direct"}
+                "claude/statuspage": "proxy", "claude/api": "proxy", "claude/page-http": "proxy",
+                "claude/api-tcp": "direct", "claude/dependencies/gcp": "proxy",
+                "claude/crowd/openrouter": "proxy", "control/control-http": "proxy",
+                "control/control-tcp": "direct"}
         finally:
             exporter.stop()
 

@@ -32,7 +32,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,7 +44,14 @@ from exporter import metrics as m
 from exporter.checks import Sample
 from exporter.checks.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.resources import local_resource_error
-from exporter.config import CheckConfig, ProxyConfig, SecretRef, TlsConfig
+from exporter.config import (
+    CROWD_KINDS,
+    DEPENDENCY_KINDS,
+    CheckConfig,
+    ProxyConfig,
+    SecretRef,
+    TlsConfig,
+)
 from exporter.secrets import SECRETS
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
@@ -59,6 +66,8 @@ MAX_HEADERS = 200  # with 64 KiB a field, a head of at most ~12.5 MiB, near Go's
 TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "proxy", "http2_only", "bad_response",
                      LOCAL_RESOURCES)  # out of file descriptors or buffers: ours
 PATHS = ("direct", "proxy")
+# The kinds whose exchanges are HTTP (so they can go through a proxy).
+HTTP_KINDS = frozenset({"http", "anthropic", "openai", "statuspage", *DEPENDENCY_KINDS, *CROWD_KINDS})
 TLS_VERSION_ENUM = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                     "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # blackbox_exporter's spelling, so its dashboards keep working.
@@ -352,7 +361,7 @@ def route(proxy: ProxyConfig, url: str | URL) -> Route:
 def network_path(check: CheckConfig) -> str:
     """``direct`` or ``proxy``: the path a check's packets take, for the verdict and
     /api/v1/status. Only kinds that speak HTTP can go through a proxy."""
-    if check.kind not in ("http", "anthropic", "openai", "statuspage") or not check.url:
+    if check.kind not in HTTP_KINDS or not check.url:
         return "direct"
     return _path_of(check.url, check.proxy)
 
@@ -366,6 +375,19 @@ def _path_of(url: str, proxy: ProxyConfig) -> str:
         return "direct" if environment_proxy(URL(url)) is None else "proxy"
     except ValueError:
         return "direct"
+
+
+@dataclass(frozen=True)
+class Transport:
+    """The network settings of one poller that is not a CheckConfig (the witnesses' feeds)."""
+
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    basic_auth: SecretRef | None = None
+    authorization: SecretRef | None = None
+
+
+DEFAULT_TRANSPORT = Transport()
 
 
 class CredentialError(Exception):

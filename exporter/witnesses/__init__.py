@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.httpclient import Transport
 from exporter.config import CheckConfig, WitnessConfig
 from exporter.witnesses import aws, azure, dependencies, feed, gcp, openrouter
 
@@ -25,6 +26,10 @@ def _witness(check: CheckConfig) -> WitnessConfig:
         return WitnessConfig(name=check.name, kind=check.kind, url=check.url or "",
                              interval=check.interval, timeout=check.timeout)
     return check.witness
+
+
+def transport_of(witness: WitnessConfig) -> Transport:
+    return Transport(witness.proxy, witness.tls, witness.basic_auth, witness.authorization)
 
 
 async def dependency_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
@@ -49,7 +54,8 @@ async def dependency_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
 
     return await feed.poll(ctx, [request], interval=witness.interval, time_limit=witness.timeout,
                            max_bytes=witness.max_body_bytes, samples=samples,
-                           details=lambda parsed: {DETAIL_INCIDENTS: parsed[0]})
+                           details=lambda parsed: {DETAIL_INCIDENTS: parsed[0]},
+                           transport=transport_of(witness))
 
 
 async def crowd_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
@@ -63,4 +69,5 @@ async def crowd_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
 
     return await feed.poll(ctx, requests, interval=witness.interval, time_limit=witness.timeout,
                            max_bytes=witness.max_body_bytes, samples=samples,
-                           details=lambda parsed: {DETAIL_MODELS: tuple(parsed)})
+                           details=lambda parsed: {DETAIL_MODELS: tuple(parsed)},
+                           transport=transport_of(witness))

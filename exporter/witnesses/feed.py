@@ -1,7 +1,8 @@
 """Fetching and decoding the witnesses' feeds, politely, as status pages are fetched.
 
-``fetch`` is the one function here that speaks HTTP (through the exporter's shared aiohttp
-session); everything else is pure. ``poll`` wraps it with what every feed needs: conditional
+``fetch`` is the one function here that speaks HTTP (through the exporter's one HTTP client,
+exporter/checks/httpclient.py, with the witness's proxy and TLS settings); everything else is
+pure. ``poll`` wraps it with what every feed needs: conditional
 requests (ETag, Last-Modified) remembered per URL, a bounded body, the status page's failure
 reasons (timeout, connect, tls, http_status, not_json, schema, too_large), and backoff with
 Retry-After. A payload that cannot be read becomes a failed Result, never an exception.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import re
-import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -23,6 +23,18 @@ import aiohttp
 
 from exporter import __version__
 from exporter.checks import ProbeContext, Result, Sample
+from exporter.checks.httpclient import (
+    DEFAULT_TRANSPORT,
+    CredentialError,
+    ProxyConfigError,
+    Timing,
+    Transport,
+    auth_header,
+    classify,
+    open_session,
+    request_options,
+    route,
+)
 from exporter.checks.retryafter import parse_retry_after
 from exporter.checks.safejson import loads as safe_loads
 from exporter.checks.statuspage import PollFailure, backoff_seconds
@@ -52,23 +64,37 @@ class Fetched:
     last_modified: str | None
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, *, accept: str, time_limit: float,
-                max_bytes: int, etag: str | None = None,
-                last_modified: str | None = None) -> Fetched:
+async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int,
+                etag: str | None = None, last_modified: str | None = None,
+                transport: Transport = DEFAULT_TRANSPORT) -> Fetched:
     """GET one feed; raises PollFailure with a reason from the status page's set."""
     headers = {"User-Agent": USER_AGENT, "Accept": accept}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    timing = Timing()
     try:
-        async with session.get(url, headers=headers, allow_redirects=True,
-                               max_redirects=MAX_REDIRECTS,
-                               timeout=aiohttp.ClientTimeout(total=time_limit)) as resp:
+        credential, _ = auth_header(transport.basic_auth, transport.authorization)
+    except CredentialError as exc:
+        raise PollFailure("auth", str(exc)) from None
+    if credential is not None:
+        headers["Authorization"] = credential
+    try:
+        via = route(transport.proxy, url)
+        async with (
+            asyncio.timeout(time_limit),
+            open_session(timing, transport.tls) as session,
+            session.get(url, headers=headers, allow_redirects=True, max_redirects=MAX_REDIRECTS,
+                        **request_options(transport.tls, via)) as resp,
+        ):
             final = str(resp.url)
             if resp.status == 304:
                 return Fetched(304, final, None, resp.headers.get("ETag"),
                                resp.headers.get("Last-Modified"))
+            if via.proxy is not None and resp.status == 407:
+                raise PollFailure("proxy", "the proxy asks for credentials (HTTP 407)",
+                                  http_status=407)
             if not 200 <= resp.status < 300:
                 raise PollFailure("http_status", f"HTTP {resp.status} from {final}",
                                   retry_after=parse_retry_after(resp.headers.get("Retry-After")),
@@ -90,19 +116,22 @@ async def fetch(session: aiohttp.ClientSession, url: str, *, accept: str, time_l
     except aiohttp.TooManyRedirects:
         raise PollFailure("http_status", f"more than {MAX_REDIRECTS} redirects from {url}") \
             from None
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError,
-            ssl.SSLError) as exc:
-        raise PollFailure("tls", f"TLS failure for {url}: {short(exc)}") from None
     except aiohttp.ClientPayloadError as exc:
         raise PollFailure("connect", f"connection broke off before the full body: "
                           f"{short(exc)}") from None
-    except (aiohttp.ClientConnectionError, OSError) as exc:
-        if isinstance(exc, TimeoutError):
-            raise
-        raise PollFailure("connect", f"cannot reach {url}: {short(exc)}") from None
-    except aiohttp.ClientError as exc:  # a bad response line, a redirect to a non-HTTP URL
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlRedirectClientError) as exc:
         raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
                           f"{type(exc).__name__}") from None
+    except (aiohttp.ClientError, OSError, ProxyConfigError) as exc:
+        if isinstance(exc, TimeoutError):
+            raise
+        if isinstance(exc, aiohttp.ClientResponseError) and timing.headers_at is not None:
+            raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
+                              f"{type(exc).__name__}") from None
+        reason, message = classify(exc, timing, elapsed=time.perf_counter() - timing.started)
+        if reason == "bad_response" and timing.headers_at is not None:
+            reason = "connect"  # the body broke off: the status page's reason for it
+        raise PollFailure(reason, f"{message} ({url})") from None
 
 
 # -- decoding -------------------------------------------------------------------------------
@@ -187,7 +216,7 @@ class Request:
 
 
 async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
-                     max_bytes: int) -> Any:
+                     max_bytes: int, transport: Transport = DEFAULT_TRANSPORT) -> Any:
     """The parsed document at ``req.url``: fetched conditionally, or the cached one on 304."""
     memo_key = f"witness:{req.url}"
     cached = ctx.memo.get(memo_key)
@@ -195,8 +224,9 @@ async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
     if isinstance(cached, tuple):
         _, etag, last_modified = cached
     ctx.log(f"GET {req.url}" + (" (conditional)" if etag or last_modified else ""))
-    got = await fetch(ctx.session, req.url, accept=req.accept, time_limit=time_limit + 1.0,
-                      max_bytes=max_bytes, etag=etag, last_modified=last_modified)
+    got = await fetch(req.url, accept=req.accept, time_limit=time_limit + 1.0,
+                      max_bytes=max_bytes, etag=etag, last_modified=last_modified,
+                      transport=transport)
     if got.body is None:
         if not isinstance(cached, tuple):
             raise PollFailure("http_status", "HTTP 304 Not Modified without a cached answer")
@@ -217,7 +247,8 @@ async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
 
 async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
                time_limit: float, max_bytes: int, samples: Callable[[list[Any]], tuple[Sample, ...]],
-               details: Callable[[list[Any]], dict[str, Any]]) -> Result:
+               details: Callable[[list[Any]], dict[str, Any]],
+               transport: Transport = DEFAULT_TRANSPORT) -> Result:
     """Fetch every request in turn; success only when all parsed. ``samples`` and ``details``
     turn the parsed documents (in request order) into gauges and facts for the verdict."""
     start = time.perf_counter()
@@ -228,7 +259,7 @@ async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
     try:
         async with asyncio.timeout(budget):
             for req in requests:
-                parsed.append(await get_parsed(ctx, req, time_limit, max_bytes))
+                parsed.append(await get_parsed(ctx, req, time_limit, max_bytes, transport))
     except TimeoutError:
         failure = PollFailure("timeout", f"no complete answer within {budget:.3g}s")
     except PollFailure as exc:
