@@ -354,9 +354,10 @@ INCIDENT_IMPACTS = ("none", "minor", "major", "critical", "maintenance", "unknow
 # of kinds still to come) is emitted at 0 for each of its kind's reasons from the first scrape,
 # so increase() sees the first failure. A new kind declares its set here and gets the same.
 POLL_REASONS = ("timeout", "connect", "tls", "http_status", "not_json", "schema", "too_large",
-                "local_resources")
+                "local_resources", "dns", "proxy", "http2_only", "auth", "bad_response")
 # local_resources: out of file descriptors or buffers, ours rather than the target's.
-_TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "local_resources")
+# proxy and http2_only: the one HTTP client's (exporter/checks/httpclient.py).
+_TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "local_resources", "proxy", "http2_only")
 _API_REASONS = (
     *_TRANSPORT_REASONS, "http_5xx", "overloaded", "rate_limited", "spend_limit", "auth",
     "billing", "permission", "not_found", "bad_request", "bad_response", "stream_error",
@@ -368,8 +369,8 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "statuspage": POLL_REASONS,
     "anthropic": (*_API_REASONS, "internal"),
     "openai": (*_API_REASONS, "internal"),
-    "http": (*_TRANSPORT_REASONS, "status_mismatch", "body_mismatch", "bad_response", "auth",
-             "redirect_refused", "internal"),
+    "http": (*_TRANSPORT_REASONS, "status_mismatch", "body_mismatch", "header_mismatch",
+             "bad_response", "auth", "redirect_refused", "internal"),
     "tcp": ("dns", "connect", "timeout", "local_resources", "internal"),
     "tls": ("dns", "connect", "timeout", "tls", "local_resources", "internal"),
     "icmp": ("dns", "timeout", "loss", "unreachable", "permission", "local_resources",
