@@ -157,6 +157,12 @@ class Runtime:
         return status_json.build(self.config, self.state, self.verdicts, ready=self.ready,
                                  extra=self.extra_status)
 
+    def verdict(self, upstream: str) -> str:
+        """The upstream's current verdict (``unknown`` before it has one)."""
+        self.verdicts.refresh(self.state, self.config)
+        current = self.verdicts.by_upstream.get(upstream)
+        return current.decision.verdict if current else "unknown"
+
     async def _tick(self) -> None:
         wait = VERDICT_TICK
         while True:

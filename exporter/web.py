@@ -1,4 +1,5 @@
-"""The HTTP surface: /metrics, /probe, /, /api/v1/status, /-/healthy, /-/ready, /-/reload."""
+"""The HTTP surface: /metrics, /probe, /, /api/v1/status, /badge/{upstream}.svg, /-/healthy,
+/-/ready, /-/reload."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from prometheus_client.exposition import choose_encoder
 
+from exporter import badge as badges
 from exporter import landing
 from exporter.collector import Snapshot, registry_for
 from exporter.probe import answer
@@ -141,6 +143,18 @@ async def index(request: web.Request) -> web.Response:
                         content_type="text/html")
 
 
+async def badge(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    name = request.match_info["upstream"]
+    if runtime.config.upstream(name) is None:
+        return web.Response(status=404, text="no such upstream\n")
+    # no-cache: README viewers and proxies (GitHub's camo too) revalidate instead of showing
+    # a verdict that is hours old.
+    return web.Response(text=badges.render(name, runtime.verdict(name)),
+                        content_type="image/svg+xml",
+                        headers={"Cache-Control": "no-cache"})
+
+
 def _too_large(request: web.Request) -> web.Response | None:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return web.Response(status=413, text=f"request body larger than {MAX_BODY_BYTES} "
@@ -195,7 +209,8 @@ def make_app(runtime: Runtime, guard: SlowClientGuard | None = None) -> web.Appl
     app[RELOADERS_KEY] = [runtime.reload]
     gets: list[tuple[str, Handler]] = [("/metrics", metrics),
                                        ("/probe", handle_probe), ("/", index),
-                                       ("/api/v1/status", status), ("/-/healthy", healthy),
+                                       ("/api/v1/status", status), ("/badge/{upstream}.svg", badge),
+                                       ("/-/healthy", healthy),
                                        ("/-/ready", ready)]
     for path, handler in gets:
         app.router.add_get(path, handler)
