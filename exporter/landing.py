@@ -53,7 +53,13 @@ h3{font-size:15px;margin:14px 0 4px}
 .pill{color:#fff;text-decoration:none;border-radius:8px;padding:10px 16px;min-width:170px}
 .pill b{display:block;font-size:13px;opacity:.9;font-weight:500}.pill span{font-size:19px;font-weight:700}
 td.nowrap{white-space:nowrap}
+.tl{position:relative;height:22px;border-radius:4px;overflow:hidden;margin:6px 0 2px;
+background:repeating-linear-gradient(45deg,#eaeef2 0 6px,#f6f8fa 6px 12px)}
+.tl span{position:absolute;top:0;bottom:0;min-width:2px}
+.tl span:hover{filter:brightness(1.15)}
+.axis{display:flex;justify-content:space-between;font-size:12px;color:#57606a;margin-bottom:10px}
 """
+TIMELINE_SECONDS = 86400.0  # the landing page draws the last 24 hours of the history
 
 
 def _age(seconds: float | None) -> str:
@@ -174,6 +180,38 @@ def _crowd_and_clouds(up: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _timeline(history: list[dict[str, Any]], now: float) -> str:
+    """The last 24 hours as one bar: a coloured stretch per verdict, its reason on hover (the
+    title attribute, no script); hatched where the exporter was not running yet."""
+    start = now - TIMELINE_SECONDS
+    spans = []
+    for period in history:
+        begin, end = max(period["since"], start), period["until"] or now
+        if end <= start:
+            continue
+        colour, title = COLOURS.get(period["verdict"], COLOURS["unknown"])
+        tip = (f"{title} from {_clock(period['since'])} "
+               + (f"to {_clock(period['until'])}" if period["until"] else "until now")
+               + (": " + "; ".join(period["signals"]) if period["signals"] else "")
+               + (f" (decided by {', '.join(period['decided_by'])})" if period["decided_by"] else ""))
+        # Anchored on the right (now), so that a stretch too short to see still shows as
+        # its min-width, growing into the past rather than off the edge.
+        right = (now - end) / TIMELINE_SECONDS * 100
+        width = (end - begin) / TIMELINE_SECONDS * 100
+        spans.append(f'<span class="v-{escape(period["verdict"])}" title="{escape(tip)}" '
+                     f'style="right:{right:.3f}%;width:{width:.3f}%;background:{colour}"></span>')
+    changes = sum(1 for p in history if p["since"] >= start)
+    return (f'<h3>Last 24 hours <span class="muted">({changes} verdict change'
+            f'{"" if changes == 1 else "s"}; hover for why)</span></h3>'
+            f'<div class="tl" role="img" aria-label="verdict timeline">{"".join(spans)}</div>'
+            '<div class="axis"><span>24h ago</span><span>18h</span><span>12h</span>'
+            '<span>6h</span><span>now</span></div>')
+
+
 def _pill(name: str, colour: str, title: str) -> str:
     return (f'<a class="pill" href="#{escape(name)}" style="background:{colour}">'
             f"<b>{escape(name)}</b><span>{escape(title)}</span></a>")
@@ -195,6 +233,7 @@ def render(status: dict[str, Any]) -> str:
             f'<span class="q">{escape(ANSWERS.get(up["verdict"], ""))}</span></div>'
             f'<div class="body"><p class="muted">{_since(up.get("since"))} · decided by: {escape(decided)}</p>'
             f'<ul class="sig">{signals}</ul>{unack}' + _witnesses(up)
+            + _timeline(up.get("history") or [], status.get("generated_at") or time.time())
             + (_page(up["statuspage"]) if up.get("statuspage") else "")
             + "<h3>Our probes</h3>" + _checks_table(up["checks"]) + _crowd_and_clouds(up)
             + "</div></section>")

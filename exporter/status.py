@@ -148,6 +148,7 @@ def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
                              if s.check.witness is not None and s.check.witness.role != "crowd"],
             "crowd": [witness_status(s, now) for s in states
                       if s.check.witness is not None and s.check.witness.role == "crowd"],
+            "history": [p.as_dict() for p in verdicts.history.periods(up.name, now)],
         }
         if up.statuspage is not None and entry["statuspage"] is not None:
             entry["statuspage"]["url"] = up.statuspage.url

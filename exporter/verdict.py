@@ -44,6 +44,7 @@ from typing import Any
 from exporter.checks.httpclient import network_path
 from exporter.checks.statuspage import Incident, Page
 from exporter.config import CROWD_KINDS, DEPENDENCY_KINDS, Config
+from exporter.history import VerdictHistory
 from exporter.state import CheckState, StateStore
 from exporter.witnesses import DETAIL_INCIDENTS, DETAIL_MODELS
 from exporter.witnesses.dependencies import CloudIncident, open_matching
@@ -472,12 +473,14 @@ class Verdicts:
 
     def __init__(self) -> None:
         self.by_upstream: dict[str, UpstreamVerdict] = {}
+        self.history = VerdictHistory()
 
     def refresh(self, state: StateStore, config: Config, now: float | None = None) -> None:
         now = time.time() if now is None else now
         names = [u.name for u in config.upstreams]
         for gone in set(self.by_upstream) - set(names):
             del self.by_upstream[gone]
+            self.history.forget(gone)
         control = [check_view(s) for s in state.for_upstream("control")]
         for name in names:
             if name in self.by_upstream and name not in state.dirty:
@@ -486,6 +489,8 @@ class Verdicts:
             current = self.by_upstream.get(name)
             if current is None or current.decision.verdict != decision.verdict:
                 current = self.by_upstream[name] = UpstreamVerdict(decision, now)
+                self.history.record(name, decision.verdict, now, decision.decided_by,
+                                    decision.signals)
             else:
                 current.decision = decision
             if decision.unacknowledged:
