@@ -273,13 +273,17 @@ def scaled_rules(src: Path, dst: Path, divisor: int) -> Path:
     return dst
 
 
-def alertmanager_config_for_test(example: str, webhook_url: str, group_wait: str = "1s",
+def alertmanager_config_for_test(example: str, webhook_url: str, group_wait: str | None = "1s",
                                  group_interval: str = "1s") -> str:
     """The example configuration with its receivers pointed at ``webhook_url``/<receiver>
-    and short grouping timers; routes and inhibitions stay as shipped."""
+    and short grouping timers (``group_wait=None``: the shipped timers); routes and
+    inhibitions stay as shipped."""
     doc = yaml.safe_load(example)
-    doc["route"]["group_wait"] = group_wait
-    doc["route"]["group_interval"] = group_interval
+    for route in [doc["route"], *doc["route"].get("routes", [])] if group_wait else []:
+        if route is doc["route"] or "group_wait" in route:
+            route["group_wait"] = group_wait
+        if route is doc["route"] or "group_interval" in route:
+            route["group_interval"] = group_interval
     for receiver in doc["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"{webhook_url}/{receiver['name']}"

@@ -377,3 +377,100 @@ def test_cloud_incident_raises_only_the_info_alert(pipeline: Pipeline) -> None:
                             for a in d.alerts())]
     finally:
         pipeline.switch("operational")
+
+
+# -- time to page with the shipped settings, unscaled --------------------------------------------
+
+PRESET = ROOT / "exporter" / "presets" / "claude.yml"
+HELM_VALUES = ROOT / "helm" / "claude-status-exporter" / "values.yaml"
+SHIPPED_BOUND = 90.0  # seconds from the first failing request to the pager webhook
+
+
+def shipped_loopback_config(sim_url: str) -> str:
+    """The preset's API check and status page, with their shipped intervals, timeouts and
+    debounce, pointed at the simulator; its network checks (which would leave the machine) are
+    replaced by one loopback control target."""
+    preset = yaml.safe_load(PRESET.read_text())
+    claude = preset["upstreams"]["claude"]
+    api = next(c for c in claude["checks"] if c["name"] == "api")
+    port = sim_url.removeprefix("http://")
+    config = {
+        "defaults": preset["defaults"],
+        "upstreams": {"claude": {
+            "statuspage": {**claude["statuspage"], "url": sim_url + "/status"},
+            "checks": [{**api, "url": sim_url + "/anthropic"}],
+        }},
+        "control": [{"name": "loopback", "kind": "tcp", "target": port}],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def api_runs(exporter: Exporter) -> tuple[int, int]:
+    scrape = exporter.scrape()
+    labels = {"upstream": "claude", "check": "api", "kind": "anthropic"}
+    runs = scrape.value("probe_runs_total", **labels) or 0
+    failures = sum(scrape.all("probe_failures_total", **labels).values())
+    return int(runs), int(failures)
+
+
+def first_failed_request(exporter: Exporter) -> float | None:
+    """Wall-clock start of the api check's latest run, if that run failed."""
+    status = json.loads(exporter.get("/api/v1/status")[1])
+    api = next(c for u in status["upstreams"] for c in u["checks"] if c["name"] == "api")
+    if api["result"] != "failed":
+        return None
+    return float(api["last_run"]) - float(api["duration_seconds"])
+
+
+@pytest.mark.slow
+def test_shipped_settings_page_within_90_seconds_and_one_failed_run_never_pages(
+        run_simulator, run_exporter, tmp_path: Path, record_property: Any) -> None:  # type: ignore[no-untyped-def]
+    """Unscaled: the preset's API check, the shipped rules (their own group intervals and
+    for:), the Helm chart's scrape interval and the Alertmanager example's timers."""
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    scrape_interval = yaml.safe_load(HELM_VALUES.read_text())["serviceMonitor"]["interval"]
+    sim = run_simulator("operational")
+    exporter = run_exporter(shipped_loopback_config(sim.url))
+    with WebhookReceiver() as hook, \
+            Alertmanager(tmp_path / "am", alertmanager_config_for_test(AM_EXAMPLE, hook.url, None)) as am, \
+            Prometheus(tmp_path / "prom", [exporter.url.removeprefix("http://")], RULE_FILES,
+                       alertmanager=am.url, scrape_interval=scrape_interval,
+                       evaluation_interval="1m") as prom:
+        wait_until(lambda: prom.query('upstream_verdict{verdict="operational"} == 1'), 60,
+                   "Prometheus to see the operational verdict")
+
+        # One failed run: the API fails for less than one check interval, so at most one run
+        # fails; retried until exactly one did. It must never page.
+        seen = []
+        for _ in range(5):
+            before = api_runs(exporter)
+            sim.set_scenario("api_outage_unacknowledged")
+            time.sleep(8.0)  # shorter than the 10 s interval: at most one run starts meanwhile
+            sim.set_scenario("operational")
+            wait_until(lambda b=before: api_runs(exporter)[0] >= b[0] + 2, 30, "two more runs")
+            after = api_runs(exporter)
+            seen.append((after[0] - before[0], after[1] - before[1]))
+            if after[1] - before[1] == 1:
+                break
+        else:
+            raise AssertionError(f"could not make exactly one run fail: (runs, failures) {seen}")
+        quiet_until = time.monotonic() + SHIPPED_BOUND
+        while time.monotonic() < quiet_until:
+            assert exporter.scrape().one_hot("upstream_verdict", "verdict", upstream="claude") != "outage"
+            time.sleep(1.0)
+        assert not prom.query(f'ALERTS{{alertname="{PAGE}"}}'), "one failed run made the page pending"
+        assert not [d for d in hook.deliveries if d.path == "/pager"], "one failed run paged"
+
+        # A real outage: from the first failing request to the pager webhook.
+        clock = time.time() - time.monotonic()  # wall = monotonic + clock
+        switched = time.monotonic()
+        sim.set_scenario("api_outage_unacknowledged")
+        first = wait_until(lambda: first_failed_request(exporter), 30, "the first failing run", 0.1)
+        page = wait_until(lambda: hook.first("/pager", PAGE, after=switched), SHIPPED_BOUND + 60,
+                          "the page", 0.1)
+        elapsed = page.at + clock - first
+        print(f"\ntime to page (shipped settings): {elapsed:.1f}s from the first failing request "
+              f"({page.at - switched:.1f}s from the switch)")
+        record_property("shipped_time_to_page_seconds", round(elapsed, 1))
+        assert elapsed <= SHIPPED_BOUND

@@ -169,6 +169,9 @@ def test_crd_validation_catches_a_planted_error(
     ({"extraArgs": ["vantage=x"]}, "/extraArgs/0"),
     ({"apiKeyEnv": "ANTHROPIC-API-KEY"}, "/apiKeyEnv"),
     ({"networkPolicy": {"icmpCidrs": ["198.18.0.53"]}}, "/networkPolicy/icmpCidrs/0"),
+    ({"prometheusRule": {"sloTarget": 1}}, "/prometheusRule/sloTarget"),
+    ({"prometheusRule": {"sloTarget": 0}}, "/prometheusRule/sloTarget"),
+    ({"prometheusRule": {"sloTarget": "99.5%"}}, "/prometheusRule/sloTarget"),
 ])
 def test_values_schema_rejects_bad_values(chart: Any, values: Obj, where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as err:
@@ -361,6 +364,24 @@ def test_prometheus_rules_carry_exactly_the_rule_files_in_alerts(chart: Any) -> 
         obj = rules[path.name]
         assert obj["spec"]["groups"] == yaml.safe_load(path.read_text())["groups"], path.name
         assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def slo_rule(objs: list[Obj]) -> Obj:
+    groups = rule_objects(objs)["recording.rules.yml"]["spec"]["groups"]
+    return next(r for g in groups for r in g["rules"] if r.get("record") == "upstream:slo_target:ratio")
+
+
+@pytest.mark.parametrize(("slo", "expected"), [(None, "0.995"), (0.999, "0.999"), (0.99, "0.99"),
+                                               (0.9995, "0.9995")])
+def test_slo_target_value_sets_the_one_objective_in_the_rules(chart: Any, slo: float | None,
+                                                               expected: str) -> None:
+    values = ci_values("monitors")
+    if slo is not None:
+        values = {**values, "prometheusRule": {**values["prometheusRule"], "sloTarget": slo}}
+    expr = slo_rule(render(chart, values))["expr"]
+    assert expr.endswith(f"+ {expected}"), expr
+
+
 
 
 def test_dashboard_config_maps_carry_exactly_the_json_in_dashboards(chart: Any) -> None:
