@@ -273,6 +273,23 @@ def scaled_rules(src: Path, dst: Path, divisor: int) -> Path:
     return dst
 
 
+def rules_evaluated_every(src: Path, dst: Path, interval: str) -> Path:
+    """Copy a rule file with every group evaluated every ``interval``: the 5-minute groups
+    would otherwise give a test no recorded sample for minutes."""
+    doc = yaml.safe_load(src.read_text())
+    for group in doc["groups"]:
+        group["interval"] = interval
+    dst.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dst
+
+
+def recorded_series_names(paths: list[Path]) -> set[str]:
+    """Every series the recording rules in ``paths`` record."""
+    return {rule["record"] for path in paths
+            for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if "record" in rule}
+
+
 def alertmanager_config_for_test(example: str, webhook_url: str, group_wait: str | None = "1s",
                                  group_interval: str = "1s") -> str:
     """The example configuration with its receivers pointed at ``webhook_url``/<receiver>
