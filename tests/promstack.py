@@ -114,8 +114,11 @@ class Prometheus(_Process):
 
     def __init__(self, workdir: Path, targets: list[str], rule_files: list[Path] = (),  # type: ignore[assignment]
                  alertmanager: str | None = None, scrape_interval: str = "1s",
-                 evaluation_interval: str = "1s") -> None:
+                 evaluation_interval: str = "1s", listen_host: str = "127.0.0.1",
+                 extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(workdir)
+        self.listen_host = listen_host  # 0.0.0.0 for a central one that test hosts write to
+        self.extra_args = extra_args
         self.binary = require_binary("prometheus")
         config: dict[str, Any] = {
             "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
@@ -132,8 +135,8 @@ class Prometheus(_Process):
     def command(self) -> list[str]:
         return [self.binary, f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--storage.tsdb.retention.time=1d", "--log.level=warn"]
+                f"--web.listen-address={self.listen_host}:{self.port}",
+                "--storage.tsdb.retention.time=1d", "--log.level=warn", *self.extra_args]
 
     def api(self, path: str, **params: str) -> Any:
         status, body = _request(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
