@@ -32,7 +32,8 @@ RECEIVER_BY_SEVERITY = {"critical": "pager", "warning": "ticket", "info": "null"
 # Pages that rest on the exporter's own debounce (outage_after failed runs in a row): their
 # `for:` only rides out a late scrape, so it may be as short as their group's evaluation
 # interval (docs/alerts.md, time to page).
-DEBOUNCED_BY_THE_EXPORTER = {"ClaudeStatusUpstreamOutage"}
+DEBOUNCED_BY_THE_EXPORTER = {"ClaudeStatusUpstreamOutage", "ClaudeStatusOutageGlobal",
+                             "ClaudeStatusOutageLocalized"}
 
 
 def group_interval(alertname: str) -> float | None:
