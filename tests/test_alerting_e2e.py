@@ -27,6 +27,7 @@ from promstack import (
     Prometheus,
     WebhookReceiver,
     alertmanager_config_for_test,
+    rules_evaluated_every,
     scaled_rules,
     wait_until,
 )
@@ -236,7 +237,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("pipeline")
-    rules = [scaled_rules(p, tmp / p.name, divisor=60) for p in RULE_FILES]
+    # Hold times divided by 60, and every group evaluated each second as Prometheus's global
+    # evaluation_interval is here (the shipped 15 s and 1 m group intervals would not scale).
+    rules = [rules_evaluated_every(scaled_rules(p, tmp / f"scaled-{p.name}", divisor=60),
+                                   tmp / p.name, "1s") for p in RULE_FILES]
     exporter = start_exporter(tmp, None, "--demo")
     try:
         scenario_url = json.loads(exporter.get("/api/v1/status")[1])["demo"]["scenario_url"]
