@@ -140,7 +140,7 @@ def config(sim) -> str:  # type: ignore[no-untyped-def]
 defaults: {{interval: 300ms, timeout: 250ms}}
 upstreams:
   claude:
-    statuspage: {{url: "{sim.statuspage_url}", interval: 500ms}}
+    statuspage: {{url: "{sim.statuspage_url}", interval: 1s}}
     checks:
       - {{name: api, kind: anthropic, url: "{sim.anthropic_url}", mode: keyless, component: k8w3r06qmzrp}}
 control:
