@@ -27,6 +27,21 @@ ANSWERS = {
     "local_network": "It is us: our own network cannot reach independent control targets.",
     "unknown": "Not known yet: the first checks are still running.",
 }
+# An outage our probes see while others' traffic to the same models succeeds and the page is
+# green: the verdict stays outage (we cannot reach it), but the answer must not blame them.
+OUTAGE_LIKELY_OURS = ("Yes, it is down for us, but others' traffic to the same models succeeds: "
+                      "the cause is likely on our side (our path, proxy or account).")
+
+
+def answer(up: dict[str, Any]) -> str:
+    """The banner's one-line answer to "is it them or me?" for one upstream."""
+    verdict = up.get("verdict", "")
+    views = {w.get("witness"): w.get("view") for w in up.get("witnesses") or []}
+    if verdict == "outage" and views.get("crowd") == "ok" and views.get("statuspage") == "ok":
+        return OUTAGE_LIKELY_OURS
+    return ANSWERS.get(verdict, "")
+
+
 STATUS_DOT = {
     "operational": "#1a7f37", "degraded_performance": "#bf8700", "partial_outage": "#e16f24",
     "major_outage": "#cf222e", "under_maintenance": "#0969da", "unknown": "#57606a",
@@ -230,7 +245,7 @@ def render(status: dict[str, Any]) -> str:
         sections.append(
             f'<section class="up" id="{escape(up["name"])}">'
             f'<div class="banner" style="background:{colour}"><h2>{escape(up["name"])}: {title}</h2>'
-            f'<span class="q">{escape(ANSWERS.get(up["verdict"], ""))}</span></div>'
+            f'<span class="q">{escape(answer(up))}</span></div>'
             f'<div class="body"><p class="muted">{_since(up.get("since"))} · decided by: {escape(decided)}</p>'
             f'<ul class="sig">{signals}</ul>{unack}' + _witnesses(up)
             + _timeline(up.get("history") or [], status.get("generated_at") or time.time())
