@@ -47,6 +47,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result, probers
+from exporter.checks.httpclient import Clients
 from exporter.checks.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.resources import local_resource_error
 from exporter.collector import Families, histogram_buckets
@@ -440,10 +441,10 @@ def prepare_with_name(module: CheckConfig, target: str, limit: float,
 
 
 async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logging.Logger,
-                    keep_log: bool = True) -> Result:
+                    keep_log: bool = True, clients: Clients | None = None) -> Result:
     """Run the prober of ``check`` (from probe_check) once; never raises except on cancel.
     ``keep_log``: put the prober's log lines in the Result (copying it) if it did not."""
-    ctx = ProbeContext(session, logger, {}, secret=SECRETS.get)
+    ctx = ProbeContext(session, logger, {}, secret=SECRETS.get, clients=clients)
     start = time.perf_counter()
     prober = probers().get(check.kind)
     if prober is None:
@@ -504,7 +505,8 @@ async def answer(runtime: Any, query: Mapping[str, str], scrape_timeout: str | N
     try:
         if name is not None:  # allowed only if its addresses are: resolved on every request
             await check_resolved(module, target, name)
-        result = await run_probe(check, timeout, runtime.session, logger, keep_log=debug)
+        result = await run_probe(check, timeout, runtime.session, logger, keep_log=debug,
+                                 clients=getattr(runtime, "clients", None))
     except TargetError as exc:
         return _refusal(module_name, exc.outcome, exc.status, exc.message)
     finally:

@@ -20,6 +20,7 @@ from prometheus_client.exposition import generate_latest
 
 from exporter import __version__, eventloop, icmp_mode, probe
 from exporter import status as status_json
+from exporter.checks.httpclient import Clients
 from exporter.collector import Collector, asyncio_tasks, registry_for
 from exporter.config import Config, ConfigError, with_vantage
 from exporter.scheduler import Scheduler
@@ -64,6 +65,7 @@ class Runtime:
         self.collector.vantage = self.config.vantage
         self.registry = registry_for(self.collector)
         self.session: aiohttp.ClientSession | None = None
+        self.clients: Clients | None = None  # the probers' shared HTTP sessions
         self.scheduler: Scheduler | None = None
         self.extra_status: dict[str, Any] = {}
         self._ticker: asyncio.Task[None] | None = None
@@ -77,7 +79,8 @@ class Runtime:
     async def start(self) -> None:
         icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
         self.session = new_session()
-        self.scheduler = Scheduler(self.state, self.session)
+        self.clients = Clients()
+        self.scheduler = Scheduler(self.state, self.session, clients=self.clients)
         gc.collect()  # the config parse's garbage, now rather than as a pause between checks
         self._gc_threshold = gc.get_threshold()
         young, *older = self._gc_threshold
@@ -97,6 +100,8 @@ class Runtime:
             await self.scheduler.stop()
         if self.session is not None:
             await self.session.close()
+        if self.clients is not None:
+            await self.clients.close()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
             self._gc_threshold = None

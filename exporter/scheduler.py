@@ -35,6 +35,7 @@ from dataclasses import replace
 import aiohttp
 
 from exporter.checks import ProbeContext, Result, Sample, probers
+from exporter.checks.httpclient import Clients
 from exporter.checks.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.resources import local_resource_error
 from exporter.checks.safejson import clean
@@ -61,9 +62,11 @@ def run_slots() -> int | None:
 
 class Scheduler:
     def __init__(self, state: StateStore, session: aiohttp.ClientSession,
-                 on_result: Callable[[CheckConfig, Result], None] | None = None) -> None:
+                 on_result: Callable[[CheckConfig, Result], None] | None = None,
+                 clients: Clients | None = None) -> None:
         self.state = state
         self.session = session
+        self.clients = clients
         self.on_result = on_result
         self.tasks: dict[tuple[str, str], tuple[CheckConfig, asyncio.Task[None]]] = {}
         self.memos: dict[tuple[str, str], dict[str, object]] = {}
@@ -168,7 +171,7 @@ class Scheduler:
         """Run one check with its timeout; never raises except on cancellation."""
         logger = logging.getLogger(f"exporter.check.{check.upstream}.{check.name}")
         ctx = ProbeContext(self.session, logger, memo if memo is not None else {},
-                           secret=SECRETS.get)
+                           secret=SECRETS.get, clients=self.clients)
         prober = probers().get(check.kind)
         start = time.perf_counter()
         if prober is None:

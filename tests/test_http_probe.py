@@ -23,7 +23,7 @@ from aiohttp import web
 from exporter import metrics as m
 from exporter.checks import ProbeContext, Result
 from exporter.checks.http import json_path_exists, probe
-from exporter.checks.httpclient import PHASES
+from exporter.checks.httpclient import PHASES, Clients
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
 from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
 from tests.conftest import ROOT, require, require_binary
@@ -366,3 +366,53 @@ def test_dns_failure_in_an_isolated_network_namespace() -> None:
 ])
 def test_json_path_exists(path: str, exists: bool) -> None:
     assert json_path_exists({"data": [{"id": "x", "v": None}], "status": "ok"}, path) is exists
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_shared_sessions_open_a_connection_per_run(tmp_path: Path, scheme: str,
+                                                         concurrent: bool) -> None:
+    """Runs that share a session (the runtime's Clients) still connect afresh each time and
+    each measures its own phases and TLS facts, one after another or at the same time."""
+    peers: list[object] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    server_ctx = None
+    tls = TlsConfig()
+    if scheme == "https":
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_ctx)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        tls = TlsConfig(ca_file=str(tmp_path / "ca.pem"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    check = make_check(f"{scheme}://localhost:{runner.addresses[0][1]}/", tls=tls)
+    clients = Clients()
+    try:
+        async with aiohttp.ClientSession() as session:
+            def ctx() -> ProbeContext:
+                return ProbeContext(session=session, logger=logging.getLogger("t"),
+                                    clients=clients)
+
+            if concurrent:
+                results = await asyncio.gather(*(probe(check, ctx()) for _ in range(3)))
+            else:
+                results = [await probe(check, ctx()) for _ in range(3)]
+    finally:
+        await clients.close()
+        await runner.cleanup()
+    assert [r.reason for r in results] == ["", "", ""]
+    assert len(set(peers)) == 3  # three connections, none reused
+    for result in results:
+        assert gauge(result, m.PROBE_HTTP_DURATION, phase="connect") > 0
+        assert gauge(result, m.PROBE_HTTP_DURATION, phase="processing") > 0
+        assert gauge(result, m.PROBE_IP_PROTOCOL) == 4
+        assert (gauge(result, m.PROBE_HTTP_DURATION, phase="tls") > 0) == (scheme == "https")
+        assert gauge(result, m.PROBE_HTTP_SSL) == (scheme == "https")

@@ -21,6 +21,7 @@ from exporter.metrics import MetricSpec
 if TYPE_CHECKING:
     import aiohttp
 
+    from exporter.checks.httpclient import Clients
     from exporter.config import CheckConfig
 
 
@@ -60,6 +61,8 @@ class ProbeContext:
     lines: list[str] = field(default_factory=list)
     # Resolves secrets at run time so they never live in config objects or logs.
     secret: Callable[[CheckConfig], str | None] = lambda _check: None
+    # The runtime's shared HTTP sessions; None: each run makes its own.
+    clients: Clients | None = None
 
     def log(self, message: str) -> None:
         """Record a debug line for /probe?debug=true and the debug log."""

@@ -137,7 +137,8 @@ async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
     try:
         async with (
             asyncio.timeout(own_deadline(check)),
-            open_session(timing, check.tls, ip_protocol=check.ip_protocol) as session,
+            open_session(timing, check.tls, ip_protocol=check.ip_protocol,
+                         clients=ctx.clients) as session,
         ):
             while True:
                 via = route(check.proxy, url)

@@ -15,8 +15,8 @@ share one way of doing each thing:
 - ``MAX_LINE_SIZE`` and friends: how large a response head may be; beyond them the answer is ``bad_response``.
 - ``tls_facts``: version, certificate expiry and peer address of the connection in use.
 
-A session is made per run with one fresh connection (``force_close``), so every run measures
-DNS, TCP and TLS, like blackbox_exporter.
+Runs with the same settings share a session (``Clients``), but every request gets a fresh
+connection (``force_close``), so every run measures DNS, TCP and TLS, like blackbox_exporter.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -102,55 +102,42 @@ class Timing:
         self._tls_start: float | None = None
         self._done = False
 
-    def trace_config(self) -> aiohttp.TraceConfig:
-        tc = aiohttp.TraceConfig()
+    def dns_start(self) -> None:
+        self._dns_start = time.perf_counter()
 
-        async def dns_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self._dns_start = time.perf_counter()
+    def dns_end(self) -> None:
+        now = time.perf_counter()
+        if self._dns_start is not None:
+            self.durations["resolve"] += now - self._dns_start
+            self.resolved = True
+        self._after_dns = now
 
-        async def dns_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            if self._dns_start is not None:
-                self.durations["resolve"] += now - self._dns_start
-                self.resolved = True
-            self._after_dns = now
+    def conn_start(self) -> None:
+        self._conn_start = time.perf_counter()
+        self._after_dns = None
+        self._tls_start = None
+        self.ssl_object = None  # a new hop: the previous connection's TLS is not its
 
-        async def conn_start(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self._conn_start = time.perf_counter()
-            self._after_dns = None
-            self._tls_start = None
-            self.ssl_object = None  # a new hop: the previous connection's TLS is not its
+    def conn_end(self) -> None:
+        now = time.perf_counter()
+        base = self._after_dns or self._conn_start or now
+        if self._tls_start is not None:
+            self.durations["connect"] += max(0.0, self._tls_start - base)
+            self.durations["tls"] += now - self._tls_start
+        else:
+            self.durations["connect"] += now - base
 
-        async def conn_end(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            base = self._after_dns or self._conn_start or now
-            if self._tls_start is not None:
-                self.durations["connect"] += max(0.0, self._tls_start - base)
-                self.durations["tls"] += now - self._tls_start
-            else:
-                self.durations["connect"] += now - base
+    def request_sent(self) -> None:
+        self.sent = time.perf_counter()
+        if self.first_sent is None:
+            self.first_sent = self.sent
 
-        async def sent(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            self.sent = time.perf_counter()
-            if self.first_sent is None:
-                self.first_sent = self.sent
-
-        async def answered(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: Any) -> None:
-            now = time.perf_counter()
-            if self.sent is not None:
-                self.durations["processing"] += now - self.sent
-            self.headers_at = now
-            self.sent = None
-
-        tc.on_dns_resolvehost_start.append(dns_start)
-        tc.on_dns_resolvehost_end.append(dns_end)
-        tc.on_connection_create_start.append(conn_start)
-        tc.on_connection_create_end.append(conn_end)
-        tc.on_request_headers_sent.append(sent)
-        tc.on_request_chunk_sent.append(sent)
-        tc.on_request_redirect.append(answered)
-        tc.on_request_end.append(answered)
-        return tc
+    def answered(self) -> None:
+        now = time.perf_counter()
+        if self.sent is not None:
+            self.durations["processing"] += now - self.sent
+        self.headers_at = now
+        self.sent = None
 
     def tls_started(self) -> None:
         self._tls_start = time.perf_counter()
@@ -183,6 +170,46 @@ class Timing:
 # awaiting task, so the hook below finds the right Timing even with shared SSL contexts.
 _CURRENT: contextvars.ContextVar[Timing | None] = contextvars.ContextVar(
     "claude_status_exporter_timing", default=None)
+
+
+def _hook(mark: Callable[[Timing], None]) -> Callable[..., Awaitable[None]]:
+    """An aiohttp trace callback that marks the current run's Timing. The run is found
+    through ``_CURRENT``, so one TraceConfig serves every session (sessions are shared by
+    runs, see ``Clients``)."""
+
+    async def callback(_s: aiohttp.ClientSession, _c: SimpleNamespace, _p: object) -> None:
+        timing = _CURRENT.get()
+        if timing is not None:
+            mark(timing)
+
+    return callback
+
+
+def trace_config() -> aiohttp.TraceConfig:
+    tc = aiohttp.TraceConfig()
+    tc.on_dns_resolvehost_start.append(_hook(Timing.dns_start))
+    tc.on_dns_resolvehost_end.append(_hook(Timing.dns_end))
+    tc.on_connection_create_start.append(_hook(Timing.conn_start))
+    tc.on_connection_create_end.append(_hook(Timing.conn_end))
+    sent = _hook(Timing.request_sent)
+    tc.on_request_headers_sent.append(sent)
+    tc.on_request_chunk_sent.append(sent)
+    answered = _hook(Timing.answered)
+    tc.on_request_redirect.append(answered)
+    tc.on_request_end.append(answered)
+    tc.freeze()
+    return tc
+
+
+def _new_socket(info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's socket factory: notes the peer address for the run that connects."""
+    family, kind, proto, _, address = info
+    timing = _CURRENT.get()
+    if timing is not None:
+        timing.peer = str(address[0])  # the last socket made is the connection that stands
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    return sock
 
 
 class _TimedSSLContext(ssl.SSLContext):
@@ -312,6 +339,32 @@ DIRECT = Route()
 def environment_proxy(url: URL) -> URL | None:
     """The proxy the environment names for ``url``, as curl and pip read it: the scheme's own
     variable (https_proxy, http_proxy), else all_proxy; lower case wins; NO_PROXY exempts."""
+    # urllib reads (and lower-cases) the whole environment on every call, a tenth of a
+    # probe's CPU: the answer is remembered by the few variables it depends on.
+    scheme = url.scheme
+    key = (tuple(os.environ.get(name) for name in _proxy_variables(scheme)),
+           scheme, url.host, url.port)
+    if key in _ENV_PROXIES:
+        return _ENV_PROXIES[key]
+    found = _environment_proxy(url)
+    if len(_ENV_PROXIES) >= 4096:
+        _ENV_PROXIES.clear()
+    _ENV_PROXIES[key] = found
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _proxy_variables(scheme: str) -> tuple[str, ...]:
+    """The variables urllib's answer for ``scheme`` depends on (REQUEST_METHOD: in a CGI
+    context it ignores HTTP_PROXY)."""
+    names = [f"{scheme}_proxy", "all_proxy", "no_proxy"]
+    return (*names, *(n.upper() for n in names), "REQUEST_METHOD")
+
+
+_ENV_PROXIES: dict[tuple[object, ...], URL | None] = {}
+
+
+def _environment_proxy(url: URL) -> URL | None:
     proxies = urllib.request.getproxies_environment()
     host = url.host or ""
     # On POSIX proxy_bypass is the NO_PROXY test of the environment (host, host:port,
@@ -413,33 +466,67 @@ def auth_header(basic: SecretRef | None, authorization: SecretRef | None,
 # -- the session -----------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def open_session(timing: Timing, tls: TlsConfig | None, *, ip_protocol: str = "auto",
-                       auto_decompress: bool = True) -> AsyncIterator[aiohttp.ClientSession]:
-    """A session with one fresh connection and the check's TLS settings (``tls`` None: no
-    https expected, a default context all the same). Proxies are passed per request."""
-    context = tls_context(tls or TlsConfig())
-
-    def new_socket(info: tuple[Any, ...]) -> socket.socket:
-        family, kind, proto, _, address = info
-        timing.peer = str(address[0])  # the last socket made is the connection that stands
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        return sock
-
+def _session(context: ssl.SSLContext, ip_protocol: str, auto_decompress: bool,
+             ) -> aiohttp.ClientSession:
+    # force_close: a fresh connection per request, closed after it, so every run measures
+    # DNS, TCP and TLS for real instead of riding a warm keep-alive connection.
     connector = aiohttp.TCPConnector(
         ssl=context, family=FAMILIES.get(ip_protocol, socket.AF_UNSPEC),
-        force_close=True, use_dns_cache=False, limit=2, socket_factory=new_socket,
+        force_close=True, use_dns_cache=False, limit=0, socket_factory=_new_socket,
     )
+    return aiohttp.ClientSession(
+        connector=connector, trace_configs=[trace_config()],
+        cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
+        trust_env=False, auto_decompress=auto_decompress, max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
+    )
+
+
+class Clients:
+    """Sessions shared by the runs with the same TLS context, IP protocol and decompression.
+
+    Making a ClientSession and its connector per run cost about a tenth of an http probe's
+    CPU; shared, each request still gets a connection of its own (``force_close``), and the
+    phase hooks find their run through ``_CURRENT``. Owned by the runtime, closed with it."""
+
+    MAX = 64  # beyond this many distinct settings, runs get a session of their own
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[ssl.SSLContext, str, bool], aiohttp.ClientSession] = {}
+
+    def get(self, context: ssl.SSLContext, ip_protocol: str, auto_decompress: bool,
+            ) -> aiohttp.ClientSession | None:
+        key = (context, ip_protocol, auto_decompress)
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            if len(self._sessions) >= self.MAX:
+                return None  # closing a shared one could cut another run's request
+            session = self._sessions[key] = _session(context, ip_protocol, auto_decompress)
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+@asynccontextmanager
+async def open_session(timing: Timing, tls: TlsConfig | None, *, ip_protocol: str = "auto",
+                       auto_decompress: bool = True, clients: Clients | None = None,
+                       ) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session for one run with the check's TLS settings (``tls`` None: no https expected,
+    a default context all the same), taken from ``clients`` when given, else made for the
+    run and closed after it. Every request gets a fresh connection. Proxies are passed per
+    request."""
+    context = tls_context(tls or TlsConfig())
     token = _CURRENT.set(timing)
     try:
-        async with aiohttp.ClientSession(
-            connector=connector, trace_configs=[timing.trace_config()],
-            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=False, auto_decompress=auto_decompress, max_line_size=MAX_LINE_SIZE,
-            max_field_size=MAX_FIELD_SIZE, max_headers=MAX_HEADERS,
-        ) as session:
-            yield session
+        shared = clients.get(context, ip_protocol, auto_decompress) if clients else None
+        if shared is not None:
+            yield shared
+        else:
+            async with _session(context, ip_protocol, auto_decompress) as session:
+                yield session
     finally:
         _CURRENT.reset(token)
 
