@@ -18,8 +18,9 @@ error classes. Two things icmplib does not do are added on top of it here:
   the reply it waits for, so two concurrent receivers on one socket steal each other's
   replies, and a socket per run means every raw socket parses every other run's traffic.
   Here all runs of one event loop share one icmplib socket per address family while any of
-  them is running; one reader task takes every reply from icmplib and hands it to the run
-  whose (identifier, sequence) it carries.
+  them is running; one reader (a callback for the socket's readiness, draining every queued
+  packet through icmplib's parser) hands each reply to the run whose (identifier, sequence)
+  it carries.
 - A receive buffer big enough for the replies to many runs arriving at once, and on raw
   sockets a kernel (BPF) filter: a raw socket receives every ICMP packet of the host, which
   icmplib would parse one by one in Python; the filter passes only echo replies carrying this
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import random
 import socket
 import struct
@@ -55,7 +57,6 @@ from icmplib import (
     ICMPv6Socket,
     SocketBroadcastError,
     SocketPermissionError,
-    TimeoutExceeded,
 )
 
 from exporter import icmp_mode
@@ -66,7 +67,7 @@ from exporter.config import CheckConfig
 
 REASONS = ("dns", "timeout", "loss", "unreachable", "permission", "local_resources")
 REPLY_WAIT = 2.0  # seconds to wait for replies after the last request
-READ_WAIT = 3600.0  # icmplib's receive timeout for the reader; it is cancelled when idle
+DRAIN = 256  # replies read in one turn of the event loop, at most
 
 # Linux values the socket module does not export (the same on every architecture).
 IP_RECVERR, IPV6_RECVERR, MSG_ERRQUEUE, SO_RCVBUFFORCE = 11, 25, 0x2000, 33
@@ -136,6 +137,15 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
                     struct.pack("HL", len(program), ctypes.addressof(code)))
 
 
+@functools.lru_cache(maxsize=64)
+def _payload(size: int) -> bytes:
+    """A fixed payload of ``size`` bytes: icmplib's default draws a random one per request
+    (random.choices), which costs more than building the packet; a pattern serves as
+    well, as ping's does."""
+    pattern = b"claude-status-exporter "
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
@@ -161,7 +171,15 @@ class Channel:
         self.pending: dict[int, tuple[Run, ICMPRequest]] = {}
         self.users = 0
         self.closed = False
-        self.reader: asyncio.Task[None] | None = None
+        # Replies are read when the loop says the socket is readable, as many as are
+        # queued, instead of a receive() per packet: icmplib's async receive wraps every
+        # read in asyncio.wait_for, a task and a timer per reply.
+        self.loop = asyncio.get_running_loop()
+        try:
+            self.loop.add_reader(self.sock.sock.fileno(), self._readable)
+        except BaseException:
+            self.sock.close()
+            raise
 
     def _tune(self, raw: socket.socket) -> None:
         """What icmplib's socket lacks here: buffer room, a filter, ICMP error reporting."""
@@ -190,7 +208,7 @@ class Channel:
     def send(self, run: Run, address: str, payload_size: int) -> None:
         """Send one request of ``run``; raises ICMPSocketError when the kernel refuses it."""
         request = ICMPRequest(destination=address, id=self.ident,
-                              sequence=self._next_sequence(), payload_size=payload_size)
+                              sequence=self._next_sequence(), payload=_payload(payload_size))
         try:
             self.sock.send(request)
         except SocketBroadcastError:
@@ -203,8 +221,6 @@ class Channel:
             self.sock.send(request)
         self.pending[request.sequence] = (run, request)
         run.outstanding += 1
-        if self.reader is None:
-            self.reader = asyncio.get_running_loop().create_task(self._read())
 
     def forget(self, run: Run) -> None:
         """Drop ``run``'s unanswered requests; their sequence numbers may be reused."""
@@ -213,20 +229,28 @@ class Channel:
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        while not self.closed:
+    def _readable(self) -> None:
+        """Take every queued packet (at most ``DRAIN`` a turn, so other callbacks run) and
+        hand icmplib's parse of each to its run: what icmplib's AsyncSocket.receive does
+        with each packet it reads, less its wait_for."""
+        raw = self.sock.sock
+        for _ in range(DRAIN):
+            if self.closed:
+                return
             try:
-                reply = await self.sock.receive(None, READ_WAIT)
-            except TimeoutExceeded:
-                continue
-            except ICMPSocketError as exc:
+                packet = raw.recv(1024)
+            except BlockingIOError:
+                return
+            except OSError as exc:
                 # A ping socket reports each ICMP error as a failed receive; the details
                 # wait in its error queue. Anything else means the socket is unusable.
                 if not self.privileged and self._read_error_queue():
                     continue
                 self.fail(str(exc) or exc.__class__.__name__)
                 return
-            self.deliver(reply)
+            reply = self.sock._parse_reply(packet=packet, source=None, current_time=time.time())
+            if reply is not None:
+                self.deliver(reply)
 
     def deliver(self, reply: ICMPReply) -> None:
         """Hand a reply (or an ICMP error about one of our requests) to its run."""
@@ -282,17 +306,12 @@ class Channel:
         self.close()
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
-        reader, self.reader = self.reader, None
-        if reader is None or reader.done() or reader is asyncio.current_task():
-            self._close_socket()
-        else:
-            # icmplib's receive still uses the socket while it unwinds from the cancel:
-            # close it once the reader is gone.
-            reader.add_done_callback(self._close_socket)
-            reader.cancel()
-
-    def _close_socket(self, _reader: object = None) -> None:
+        with contextlib.suppress(ICMPLibError, OSError, ValueError, RuntimeError):
+            # ValueError: the socket is already gone; RuntimeError: its loop has closed.
+            self.loop.remove_reader(self.sock.sock.fileno())
         with contextlib.suppress(ICMPLibError, OSError):
             self.sock.close()
 
