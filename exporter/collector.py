@@ -25,6 +25,7 @@ import asyncio
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
@@ -34,6 +35,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import CollectorRegistry
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__, icmp_mode
@@ -80,16 +82,101 @@ def histogram_buckets(hist: Histogram) -> list[tuple[str, float]]:
     return out
 
 
-class Families:
-    """Metric families being built for one collect(), one per spec, keyed by name.
+class Names:
+    """The sample names and label names of one spec's family, worked out once per (spec,
+    vantage label): the same names prometheus_client's own metric families give their
+    samples (a counter's family name loses its ``_total``, its sample keeps it)."""
 
-    ``extra_labels`` (the vantage) are appended to every series. Families come out in the
-    order metrics.py defines their specs.
+    __slots__ = ("bucket", "count", "family", "labels", "sum", "value")
+
+    def __init__(self, spec: m.MetricSpec, label_names: tuple[str, ...]) -> None:
+        base = spec.name[:-6] if spec.type == "counter" and spec.name.endswith("_total") \
+            else spec.name
+        self.family = base
+        self.value = base + "_total" if spec.type == "counter" else base
+        self.bucket, self.count, self.sum = base + "_bucket", base + "_count", base + "_sum"
+        self.labels = label_names
+
+
+# A series' label dicts by (family name, label values): the series' own, then one per bucket.
+LabelSets = dict[tuple[str, tuple[str, ...]], tuple[dict[str, str], ...]]
+
+
+class Series:
+    """Samples of some families, grouped by spec in first-use order.
+
+    Samples are built as the families' own ``add_metric`` builds them (same names, same label
+    dicts, same values), straight into ``Sample`` tuples: ``add_metric`` re-zips the label
+    names and, for a histogram, rebuilds a list per bucket, most of a collect's time.
+    ``extra_labels`` (the vantage) are appended to every series; ``names`` may be shared by
+    every Series with the same extra label names. ``labels`` keeps the label dicts used, by
+    (family name, label values): a check's next Series reuses those of its previous one
+    (``previous``), so that a new result allocates new samples but not new label sets (a
+    histogram has one per bucket); sets no longer used are dropped with the old Series.
     """
 
-    def __init__(self, extra_labels: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(self, extra_labels: Sequence[tuple[str, str]] = (),
+                 names: dict[str, Names] | None = None,
+                 previous: LabelSets | None = None) -> None:
         self._extra_names = tuple(n for n, _ in extra_labels)
         self._extra_values = tuple(v for _, v in extra_labels)
+        self._names = {} if names is None else names
+        self.labels: LabelSets = {}
+        self._previous: LabelSets = {} if previous is None else previous
+        # By name: a spec's own (dataclass) hash would be recomputed on every lookup.
+        self.by_spec: dict[str, tuple[m.MetricSpec, list[Sample]]] = {}
+
+    def names(self, spec: m.MetricSpec) -> Names:
+        names = self._names.get(spec.name)
+        if names is None:
+            names = self._names[spec.name] = Names(spec, (*spec.labels, *self._extra_names))
+        return names
+
+    def _samples(self, spec: m.MetricSpec) -> list[Sample]:
+        entry = self.by_spec.get(spec.name)
+        if entry is None:
+            entry = self.by_spec[spec.name] = (spec, [])
+        return entry[1]
+
+    def _labels(self, names: Names, values: Sequence[str],
+                les: tuple[str, ...] = ()) -> tuple[dict[str, str], ...]:
+        """The series' label set, then one per ``le`` (for a histogram's buckets)."""
+        key = (names.family, tuple(values))
+        sets = self.labels.get(key) or self._previous.get(key)
+        if sets is None or len(sets) != len(les) + 1:
+            base = dict(zip(names.labels, (*values, *self._extra_values), strict=False))
+            sets = (base, *({**base, "le": le} for le in les))
+        self.labels[key] = sets
+        return sets
+
+    def add(self, spec: m.MetricSpec, values: Sequence[str], value: float) -> None:
+        names = self.names(spec)
+        self._samples(spec).append(Sample(names.value, self._labels(names, values)[0], value))
+
+    def histogram(self, spec: m.MetricSpec, values: Sequence[str], hist: Histogram) -> None:
+        names = self.names(spec)
+        les = le_strings(hist.bounds)
+        labels, *buckets = self._labels(names, values, les)
+        samples = self._samples(spec)
+        bucket = names.bucket
+        running = 0
+        for le_labels, n in zip(buckets[:-1], hist.counts, strict=False):
+            running += n
+            samples.append(Sample(bucket, le_labels, float(running)))
+        count = float(hist.count)
+        samples.append(Sample(bucket, buckets[-1], count))
+        if float(les[0]) >= 0:  # as HistogramMetricFamily: no sum and count under 0
+            samples.append(Sample(names.count, labels, count))
+            samples.append(Sample(names.sum, labels, hist.sum))
+
+
+class Families(Series):
+    """Metric families being built for one collect(), one per spec, keyed by name; they come
+    out in the order metrics.py defines their specs."""
+
+    def __init__(self, extra_labels: Sequence[tuple[str, str]] = (),
+                 names: dict[str, Names] | None = None) -> None:
+        super().__init__(extra_labels, names)
         self._families: dict[str, Metric] = {}
 
     def family(self, spec: m.MetricSpec, help_text: str | None = None,
@@ -107,14 +194,12 @@ class Families:
             self._families[spec.name] = family
         return family
 
-    def add(self, spec: m.MetricSpec, values: Sequence[str], value: float) -> None:
-        family = self.family(spec)
-        family.add_metric([*values, *self._extra_values], value)  # type: ignore[attr-defined]
+    def _samples(self, spec: m.MetricSpec) -> list[Sample]:
+        return self.family(spec).samples
 
-    def histogram(self, spec: m.MetricSpec, values: Sequence[str], hist: Histogram) -> None:
-        family = self.family(spec)
-        assert isinstance(family, HistogramMetricFamily)
-        family.add_metric([*values, *self._extra_values], histogram_buckets(hist), hist.sum)
+    def extend(self, spec: m.MetricSpec, samples: list[Sample]) -> None:
+        """Samples built earlier (by a Series with the same extra labels)."""
+        self.family(spec).samples.extend(samples)
 
     def __iter__(self) -> Iterator[Metric]:
         # By spec name: a counter family's own name has lost its _total.
@@ -122,7 +207,17 @@ class Families:
         return iter([self._families[name] for name in order])
 
 
-def add_check(out: Families, state: CheckState) -> None:
+class CheckSeries(NamedTuple):
+    """One check's samples as of one version of its state (and one vantage)."""
+
+    state: CheckState
+    version: int
+    vantage: str | None
+    by_spec: tuple[tuple[m.MetricSpec, list[Sample]], ...]
+    labels: LabelSets
+
+
+def add_check(out: Series, state: CheckState) -> None:
     """Every series of one check (or status page) from its state."""
     if state.check.witness is not None:
         add_witness(out, state)
@@ -151,7 +246,7 @@ def add_check(out: Families, state: CheckState) -> None:
         out.histogram(spec, values, hist)
 
 
-def add_witness(out: Families, state: CheckState) -> None:
+def add_witness(out: Series, state: CheckState) -> None:
     """A dependency or crowd poll: its generic series and the feed's gauges."""
     witness = state.check.witness
     assert witness is not None
@@ -184,11 +279,30 @@ class Collector:
         self.probe_requests = probe_requests
         self.extra = list(extra)
         self.vantage: str | None = None
+        # Each check's samples, rebuilt only when its state changed since the last collect:
+        # between two scrapes most checks ran once at most, and none ran for a second scraper.
+        self._series: dict[tuple[str, str], CheckSeries] = {}
+        self._names: tuple[str | None, dict[str, Names]] = (None, {})
 
     def collect(self) -> Iterator[Metric]:
-        out = Families((("vantage", self.vantage),) if self.vantage else ())
-        for state in self.state.checks.values():
-            add_check(out, state)
+        extra = (("vantage", self.vantage),) if self.vantage else ()
+        if self._names[0] != self.vantage:  # the label names gained or lost "vantage"
+            self._names = (self.vantage, {})
+        names = self._names[1]
+        out = Families(extra, names)
+        fresh: dict[tuple[str, str], CheckSeries] = {}
+        for key, state in self.state.checks.items():
+            entry = self._series.get(key)
+            same = entry is not None and entry.state is state and entry.vantage == self.vantage
+            if entry is None or not same or entry.version != state.version:
+                series = Series(extra, names, entry.labels if entry is not None and same else None)
+                add_check(series, state)
+                entry = CheckSeries(state, state.version, self.vantage,
+                                    tuple(series.by_spec.values()), series.labels)
+            fresh[key] = entry
+            for spec, samples in entry.by_spec:
+                out.extend(spec, samples)
+        self._series = fresh  # removed checks leave with their samples
         self._verdicts(out)
         self._self(out)
         for produce in self.extra:
