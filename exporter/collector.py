@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+from prometheus_client import registry as client_registry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -279,6 +280,7 @@ class Collector:
         self.probe_requests = probe_requests
         self.extra = list(extra)
         self.vantage: str | None = None
+        self.bodies = Bodies()
         # Each check's samples, rebuilt only when its state changed since the last collect:
         # between two scrapes most checks ran once at most, and none ran for a second scraper.
         self._series: dict[tuple[str, str], CheckSeries] = {}
@@ -357,6 +359,50 @@ class Snapshot:
 
     def collect(self) -> Iterator[Metric]:
         return iter(self.families)
+
+
+Encoder = Callable[[client_registry.Collector], bytes]  # as choose_encoder gives them
+
+
+def same_families(a: Sequence[Metric], b: Sequence[Metric]) -> bool:
+    """Whether ``a`` and ``b`` would be written out byte for byte alike. ``==`` first (in C,
+    and a cached check's samples are the very same objects); then every sample that is not
+    the same object by its written value, since ``==`` takes -0.0 for 0.0."""
+    if len(a) != len(b) or list(a) != list(b):
+        return False
+    for fa, fb in zip(a, b, strict=True):
+        for sa, sb in zip(fa.samples, fb.samples, strict=True):
+            if sa is not sb and floatToGoString(sa.value) != floatToGoString(sb.value):  # type: ignore[no-untyped-call]
+                return False
+    return True
+
+
+class Bodies:
+    """The last answer written per (content type, ``name[]`` filter), served again while the
+    families it was written from stay the same: a second scraper (an HA pair), or a scrape
+    between two runs of long-interval checks, then costs a comparison instead of a write.
+    At most ``size`` answers are kept (a large one is megabytes): one per format by default."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._last: dict[tuple[str, tuple[str, ...]], tuple[list[Metric], bytes]] = {}
+
+    def write(self, families: list[Metric], names: Sequence[str], content_type: str,
+              encoder: Encoder) -> bytes:
+        """The answer for ``families`` in ``encoder``'s format; safe to call from a thread
+        (the families are not changed after collect, the dict is only replaced whole)."""
+        key = (content_type, tuple(names))
+        last = self._last.get(key)
+        if last is not None and same_families(last[0], families):
+            return last[1]
+        registry = registry_for(Snapshot(families))
+        body = encoder(registry.restricted_registry(names) if names else registry)
+        kept = {k: v for k, v in self._last.items() if k != key}
+        while len(kept) >= self.size:
+            del kept[next(iter(kept))]
+        kept[key] = (families, body)
+        self._last = kept
+        return body
 
 
 def registry_for(collector: Collector | Snapshot) -> CollectorRegistry:

@@ -15,7 +15,6 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import badge as badges
 from exporter import landing
-from exporter.collector import Snapshot, registry_for
 from exporter.probe import answer
 from exporter.runtime import Runtime
 
@@ -70,16 +69,18 @@ async def metrics(request: web.Request) -> web.Response:
     (choose_encoder: OpenMetrics when asked, else the 0.0.4 text), ``name[]=`` filtering
     (restricted_registry) and its writers. The families are built on the event loop from
     memory (a consistent snapshot, no network I/O); writing them, most of a large scrape's
-    CPU, runs in a thread so that probes due meanwhile keep their timing. Compression is
-    gzip when the client gives it a weight above 0: prometheus_client.aiohttp's handler
-    writes on the loop and leaves compression to aiohttp, which reads ``gzip;q=0`` as gzip."""
+    CPU, runs in a thread so that probes due meanwhile keep their timing; an answer whose
+    families did not change since the same request was last answered is not written again
+    (collector.Bodies). Compression is gzip when the client gives it a weight above 0:
+    prometheus_client.aiohttp's handler writes on the loop and leaves compression to aiohttp,
+    which reads ``gzip;q=0`` as gzip."""
     runtime = request.app[RUNTIME_KEY]
     runtime.refresh()
-    registry = registry_for(Snapshot(runtime.collector.collect()))
+    families = list(runtime.collector.collect())
     names = request.query.getall("name[]", [])
-    source = registry.restricted_registry(names) if names else registry
     encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
-    body = await asyncio.get_running_loop().run_in_executor(None, encoder, source)
+    body = await asyncio.get_running_loop().run_in_executor(
+        None, runtime.collector.bodies.write, families, names, content_type, encoder)
     response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type,
                                                 hdrs.VARY: hdrs.ACCEPT_ENCODING})
     if len(body) >= GZIP_MIN_BYTES \

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics as m
 from exporter.checks import Result, Sample
-from exporter.collector import Collector, Families, Snapshot, histogram_buckets, registry_for
+from exporter.collector import (
+    Bodies,
+    Collector,
+    Families,
+    Snapshot,
+    histogram_buckets,
+    registry_for,
+)
 from exporter.config import CheckConfig, load_text
 from exporter.state import Histogram, StateStore
 from exporter.verdict import Verdicts
@@ -152,3 +159,50 @@ def test_a_long_lived_collector_serves_what_a_fresh_one_would() -> None:
                   text_string_to_metric_families(generate_latest(registry_for(fresh)).decode())]
         assert parsed == [(f.name, f.type, f.samples) for f in text_string_to_metric_families(
             generate_latest(registry_for(world.collector)).decode())], step
+
+
+# -- answers kept while their families stay the same ----------------------------------------------
+
+def gauges(*values: float, name: str = "g", help_text: str = "A gauge.") -> list[Metric]:
+    family = GaugeMetricFamily(name, help_text, labels=["i"])
+    for i, value in enumerate(values):
+        family.add_metric([str(i)], value)
+    return [family]
+
+
+ZERO = gauges(0.0, 1.0)
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+@pytest.mark.parametrize(("accept", "names"), [("", ()), (OPENMETRICS, ()), ("", ("g",)),
+                                                ("", ("g", "other"))])
+@pytest.mark.parametrize(("second", "kept"), [
+    (ZERO, True),  # the very same families
+    (gauges(0.0, 1.0), True),  # equal, rebuilt
+    (gauges(float("nan"), 1.0), False),
+    (gauges(-0.0, 1.0), False),  # == says equal, the writers do not
+    (gauges(0.0, 2.0), False),
+    (gauges(0.0, 1.0, 2.0), False),
+    (gauges(0.0, 1.0, help_text="Other help."), False),
+    (gauges(0.0, 1.0, name="h"), False),
+    ([], False),
+])
+def test_bodies_serve_what_the_writer_writes_now(accept: str, names: tuple[str, ...],
+                                                 second: list[Metric], kept: bool) -> None:
+    encoder, content_type = choose_encoder(accept)
+    bodies = Bodies()
+    first = bodies.write(ZERO, list(names), content_type, encoder)
+    again = bodies.write(second, list(names), content_type, encoder)
+    registry = registry_for(Snapshot(second))
+    assert again == encoder(registry.restricted_registry(names) if names else registry)
+    assert (again is first) == kept
+
+
+def test_bodies_keep_one_answer_per_format() -> None:
+    text, text_type = choose_encoder("")
+    om, om_type = choose_encoder(OPENMETRICS)
+    bodies = Bodies()
+    first_text = bodies.write(ZERO, [], text_type, text)
+    first_om = bodies.write(ZERO, [], om_type, om)
+    assert bodies.write(ZERO, [], text_type, text) is first_text
+    assert bodies.write(ZERO, [], om_type, om) is first_om
