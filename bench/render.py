@@ -4,7 +4,8 @@
 collector) with CHECKS tcp checks whose results come from one real tcp probe of a loopback
 listener, then times a render (the collector's families written by prometheus_client) after
 every check ran since the last scrape, as when Prometheus scrapes every 15 s ("cold"), and
-one after nothing ran ("warm"); with no cache between scrapes both do the same work.
+one after nothing ran ("warm"). It also times the collect alone, cold and warm: the part of
+a scrape that holds the event loop (web.metrics writes in a thread).
 ``--history`` also records a full run history per check and reports the state's steady-state memory with tracemalloc.
 """
 
@@ -34,6 +35,8 @@ class RenderFigures:
     bytes: int
     cold_ms: float  # every check has a new result
     warm_ms: float  # no check ran since the previous render
+    loop_cold_ms: float = 0.0  # collect() alone (on the event loop), every check ran
+    loop_warm_ms: float = 0.0  # collect() alone, nothing ran
     state_bytes_per_check: float | None = None  # with a full run history, from tracemalloc
     history: int = HISTORY
 
@@ -88,7 +91,7 @@ def measure(checks: int, rounds: int = 3, history: bool = False) -> RenderFigure
     runtime = asyncio.run(_fill(checks, 2))
     body = runtime.metrics()
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    cold, warm = [], []
+    cold, warm, loop_cold, loop_warm = [], [], [], []
     for _ in range(rounds):
         _touch_all(runtime)
         gc.collect()
@@ -98,8 +101,16 @@ def measure(checks: int, rounds: int = 3, history: bool = False) -> RenderFigure
         start = time.perf_counter()
         runtime.metrics()
         warm.append(time.perf_counter() - start)
+        _touch_all(runtime)
+        gc.collect()
+        for into in (loop_cold, loop_warm):
+            start = time.perf_counter()
+            runtime.refresh()
+            list(runtime.collector.collect())
+            into.append(time.perf_counter() - start)
     figures = RenderFigures(checks, series, len(body), statistics.median(cold) * 1000,
-                            statistics.median(warm) * 1000)
+                            statistics.median(warm) * 1000, statistics.median(loop_cold) * 1000,
+                            statistics.median(loop_warm) * 1000)
     if history:
         figures.state_bytes_per_check = state_memory(min(checks, 2000))
     return figures
@@ -135,7 +146,8 @@ def main() -> None:
         extra = (f"  state {r.state_bytes_per_check / 1024:.1f} KiB/check"
                  if r.state_bytes_per_check else "")
         print(f"{r.checks:>6} checks {r.series:>8} series {r.bytes / 1e6:7.1f} MB  "
-              f"cold {r.cold_ms:8.1f} ms  warm {r.warm_ms:7.1f} ms{extra}")
+              f"cold {r.cold_ms:8.1f} ms  warm {r.warm_ms:7.1f} ms  "
+              f"loop cold {r.loop_cold_ms:6.1f} ms  warm {r.loop_warm_ms:5.1f} ms{extra}")
 
 
 if __name__ == "__main__":
