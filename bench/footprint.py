@@ -29,7 +29,7 @@ GOAL_MB = 50.0  # issue 14: the preset idle, with every library the exporter sta
 
 
 def loopback_preset(ctx: Context, sim: str) -> str:
-    """exporter/presets/claude.yml's structure, every target on 127.0.0.1."""
+    """exporter/config/presets/claude.yml's structure, every target on 127.0.0.1."""
     tls = f"127.0.0.1:{ctx.nginx.tls_port}"
     ca = ctx.nginx.ca_file
     tcp2 = f"127.0.0.1:{ctx.nginx.extra_ports[0] if ctx.nginx.extra_ports else ctx.nginx.port}"

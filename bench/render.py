@@ -22,8 +22,8 @@ import tracemalloc
 from dataclasses import dataclass, replace
 
 from exporter.config import load_text
+from exporter.engine.scheduler import Scheduler
 from exporter.runtime import Runtime, new_session
-from exporter.scheduler import Scheduler
 
 HISTORY = 100  # runs per check before the state counts as steady (counters, histograms, caches)
 

@@ -11,11 +11,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from exporter import __version__, eventloop, logs
+from exporter import __version__, logs
+from exporter import demo as demo_mod
 from exporter.config import (
     Config,
     ConfigError,
@@ -24,7 +26,25 @@ from exporter.config import (
     load_file,
     load_preset,
     load_text,
+    parse_duration,
 )
+from exporter.engine import eventloop
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition.status import build
+from exporter.runtime import Runtime, new_session
+from exporter.server.app import (
+    RELOADERS_KEY,
+    SERVER_LIMITS,
+    SlowClientGuard,
+    bind,
+    make_app,
+    reload_everything,
+)
+from exporter.server.webconfig import WebGuard
+from exporter.simulator import serve as sim_serve
+from exporter.simulator.scenarios import SCENARIOS
 
 log = logging.getLogger("exporter")
 
@@ -142,32 +162,17 @@ def config_check(path: str | None) -> int:
 
 
 async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
-    from exporter.config import parse_duration
-    from exporter.runtime import Runtime
-    from exporter.web import (
-        RELOADERS_KEY,
-        SERVER_LIMITS,
-        SlowClientGuard,
-        bind,
-        make_app,
-        reload_everything,
-    )
-
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
     except ValueError as exc:
         raise ConfigError([ConfigIssue("--web.read-header-timeout", None, "", str(exc))]) from None
     web_guard = None
     if args.web_config:
-        from exporter.webconfig import WebGuard
-
         web_guard = WebGuard(args.web_config)  # raises ConfigError, reported like the config's
     ssl_context = web_guard.ssl_context if web_guard is not None else None
     demo = None
     loader = config_loader(args.config_file)
     if args.demo:
-        from exporter import demo as demo_mod
-
         demo = await demo_mod.start(args.demo_scenario)
         text = demo.config_text
         loader = lambda: load_text(text, "<demo>")  # noqa: E731
@@ -251,18 +256,8 @@ def check_main(argv: Sequence[str]) -> int:
 
 
 async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
-    from dataclasses import replace
-
-    from exporter.runtime import new_session
-    from exporter.scheduler import Scheduler
-    from exporter.state import StateStore
-    from exporter.status import build
-    from exporter.verdict import Verdicts
-
     demo = None
     if args.demo:
-        from exporter import demo as demo_mod
-
         demo = await demo_mod.start(args.demo_scenario)
         config = load_text(demo.config_text, "<demo>")
     else:
@@ -337,8 +332,6 @@ def _rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def simulate_main(argv: Sequence[str]) -> int:
-    from exporter.simulator.scenarios import SCENARIOS
-
     parser = argparse.ArgumentParser(
         prog="claude-status-exporter simulate",
         description="Serve a fake status page and fake Claude/OpenAI APIs on loopback for fire "
@@ -358,8 +351,6 @@ def simulate_main(argv: Sequence[str]) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         parser.error(str(exc))
-    from exporter.simulator import serve as sim_serve
-
     cycle = [s for s in args.cycle.split(",") if s] or None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sim_serve(host or "127.0.0.1", port, args.scenario, cycle, args.cycle_seconds))

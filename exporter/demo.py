@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.icmp_mode import detect
+from exporter.checks.net.icmp_mode import detect
 from exporter.simulator import Simulator
 from exporter.simulator.scenarios import SCENARIOS
 from exporter.simulator.server import DEMO_CERT

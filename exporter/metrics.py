@@ -356,7 +356,7 @@ INCIDENT_IMPACTS = ("none", "minor", "major", "critical", "maintenance", "unknow
 POLL_REASONS = ("timeout", "connect", "tls", "http_status", "not_json", "schema", "too_large",
                 "local_resources", "dns", "proxy", "http2_only", "auth", "bad_response")
 # local_resources: out of file descriptors or buffers, ours rather than the target's.
-# proxy and http2_only: the one HTTP client's (exporter/checks/httpclient.py).
+# proxy and http2_only: the one HTTP client's (exporter/checks/net/httpclient.py).
 _TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "local_resources", "proxy", "http2_only")
 _API_REASONS = (
     *_TRANSPORT_REASONS, "http_5xx", "overloaded", "rate_limited", "spend_limit", "auth",
@@ -364,7 +364,7 @@ _API_REASONS = (
     "http_status", "budget_exhausted", "backoff",
 )
 # "internal" (a bug in the exporter) can end a run of every check kind; a polled feed's is
-# counted as "schema" (exporter/scheduler.py).
+# counted as "schema" (exporter/engine/scheduler.py).
 FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "statuspage": POLL_REASONS,
     "anthropic": (*_API_REASONS, "internal"),

@@ -18,15 +18,18 @@ from typing import Any
 import aiohttp
 from prometheus_client.exposition import generate_latest
 
-from exporter import __version__, eventloop, icmp_mode, probe
-from exporter import status as status_json
-from exporter.checks.httpclient import Clients
-from exporter.collector import Collector, asyncio_tasks, registry_for
+from exporter import __version__
+from exporter.checks.net import icmp_mode
+from exporter.checks.net.httpclient import Clients
 from exporter.config import Config, ConfigError, with_vantage
-from exporter.scheduler import Scheduler
+from exporter.engine import eventloop
+from exporter.engine.probe_counts import ProbeCounts
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition import status as status_json
+from exporter.exposition.collector import Collector, asyncio_tasks, registry_for
 from exporter.secrets import SECRETS
-from exporter.state import StateStore
-from exporter.verdict import Verdicts
 
 log = logging.getLogger("exporter")
 
@@ -60,7 +63,8 @@ class Runtime:
         self.config = with_vantage(load(), vantage)  # raises ConfigError: caller reports it
         self.state = StateStore()
         self.verdicts = Verdicts()
-        self.collector = Collector(self.state, self.verdicts, probe.probe_request_counts,
+        self.probe_counts = ProbeCounts()
+        self.collector = Collector(self.state, self.verdicts, self.probe_counts.requests,
                                         extra=[asyncio_tasks])
         self.collector.vantage = self.config.vantage
         self.registry = registry_for(self.collector)
@@ -124,7 +128,7 @@ class Runtime:
                 raise preloaded
             new = with_vantage(preloaded or self.load(), self.vantage_flag)
         except ConfigError as exc:
-            self.state.reload_success = 0.0
+            self.state.record_reload(False)
             for issue in exc.issues:
                 log.error("config reload failed; keeping the running config",
                           extra={"issue": str(issue)})
@@ -136,8 +140,7 @@ class Runtime:
             self.scheduler.apply(new)
         self._thaw()
         self.verdicts.refresh(self.state, new)
-        self.state.reload_success = 1.0
-        self.state.reload_success_timestamp = time.time()
+        self.state.record_reload(True)
         log.info("config reloaded", extra={"checks": len(self.state.checks)})
         return True, "config reloaded"
 

@@ -385,7 +385,7 @@ def test_cloud_incident_raises_only_the_info_alert(pipeline: Pipeline) -> None:
 
 # -- time to page with the shipped settings, unscaled --------------------------------------------
 
-PRESET = ROOT / "exporter" / "presets" / "claude.yml"
+PRESET = ROOT / "exporter" / "config" / "presets" / "claude.yml"
 HELM_VALUES = ROOT / "helm" / "claude-status-exporter" / "values.yaml"
 SHIPPED_BOUND = 90.0  # seconds from the first failing request to the pager webhook
 

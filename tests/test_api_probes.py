@@ -18,9 +18,9 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result
 from exporter.checks import anthropic as anthropic_prober
 from exporter.checks import openai as openai_prober
+from exporter.checks.base import ProbeContext, Result
 from exporter.checks.httpcommon import (
     API_REASONS,
     REDACTED,

@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 from PIL import Image
 
-from exporter import badge
+from exporter.server import badge
 from tests.conftest import require
 from tests.test_landing_browser import chromium
 

@@ -23,8 +23,11 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics as m
-from exporter.checks import Result, Sample
-from exporter.collector import (
+from exporter.checks.base import Result, Sample
+from exporter.config import CheckConfig, load_text
+from exporter.engine.state import Histogram, StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition.collector import (
     Bodies,
     Collector,
     Families,
@@ -32,9 +35,6 @@ from exporter.collector import (
     histogram_buckets,
     registry_for,
 )
-from exporter.config import CheckConfig, load_text
-from exporter.state import Histogram, StateStore
-from exporter.verdict import Verdicts
 
 # -- samples as prometheus_client's families build them -------------------------------------------
 

@@ -20,7 +20,8 @@ import trustme
 from aiohttp import web
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, anthropic, http, tls
+from exporter.checks import anthropic, http, tls
+from exporter.checks.base import ProbeContext, Result
 from exporter.config import CheckConfig, ProxyConfig, SecretRef, TlsConfig
 from exporter.secrets import SECRETS
 from tests.conftest import free_port, require_binary

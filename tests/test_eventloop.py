@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import eventloop
+from exporter.engine import eventloop
 from tests.conftest import EXPORTER
 
 CONFIG = """\

@@ -25,14 +25,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics as m
-from exporter import probe
-from exporter.checks import Result, Sample
-from exporter.collector import Collector, registry_for
+from exporter.checks.base import Result, Sample
 from exporter.config import POLLED_KINDS, load_text
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition.collector import Collector, registry_for
 from exporter.runtime import Runtime
-from exporter.state import StateStore
-from exporter.verdict import Verdicts
-from exporter.web import GZIP_MIN_BYTES, gzip_quality, make_app
+from exporter.server import probe
+from exporter.server.app import GZIP_MIN_BYTES, gzip_quality, make_app
 from tests.conftest import EXPORTER, Acceptor, Exporter, free_port, http_get, require_binary
 from tests.promstack import JOB, Prometheus, wait_until
 

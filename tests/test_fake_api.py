@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.checks.sse import Event, SSEParser
+from exporter.checks.net.sse import Event, SSEParser
 from exporter.simulator.api import ANTHROPIC_MODELS, RETRY_AFTER, ApiLog, add_routes, api_log
 from exporter.simulator.scenarios import ApiState, Scenario
 

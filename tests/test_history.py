@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import landing
-from exporter.history import VerdictHistory
+from exporter.engine.history import VerdictHistory
+from exporter.server import landing
 from tests.test_landing_browser import chromium
 
 DAY = 86400.0

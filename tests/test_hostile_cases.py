@@ -26,10 +26,11 @@ import bcrypt
 import pytest
 from conftest import EXPORTER, Exporter, Scrape, free_port, http_get, http_post, start_exporter
 
-from exporter import metrics, probe, webconfig
-from exporter.checks import ProbeContext, Result, httpcommon, probers, retryafter, safejson
-from exporter.checks import statuspage as sp
-from exporter.checks.statuspage import parse, parse_timestamp, poll
+from exporter import metrics
+from exporter.checks import httpcommon
+from exporter.checks.base import ProbeContext, Result
+from exporter.checks.net import retryafter, safejson
+from exporter.checks.net import targets as target_policy
 from exporter.config import (
     MAX_CONFIG_BYTES,
     MAX_NODES,
@@ -41,11 +42,15 @@ from exporter.config import (
     load_file,
     load_text,
 )
-from exporter.scheduler import Scheduler
+from exporter.engine.probers import PROBERS
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import decide
+from exporter.exposition.status import json_safe
 from exporter.secrets import REDACTED, SECRETS, Secrets, scrub
-from exporter.state import StateStore
-from exporter.status import json_safe
-from exporter.verdict import decide
+from exporter.server import webconfig
+from exporter.witnesses import statuspage as sp
+from exporter.witnesses.statuspage import parse, parse_timestamp, poll
 
 # -- a raw upstream ----------------------------------------------------------------------------
 
@@ -279,11 +284,11 @@ def mod(kind: str, *allowed: str) -> CheckConfig:
 def test_address_patterns_never_match_names_as_text(module: CheckConfig, target: str,
                                                     outcome: str | int | None) -> None:
     if outcome == 403:
-        with pytest.raises(probe.TargetError) as caught:
-            probe.check_target(module, target)
+        with pytest.raises(target_policy.TargetError) as caught:
+            target_policy.check_target(module, target)
         assert caught.value.status == 403
     else:
-        assert probe.check_target(module, target) == outcome
+        assert target_policy.check_target(module, target) == outcome
 
 
 @pytest.fixture(scope="module")
@@ -611,14 +616,14 @@ def test_at_the_fd_limit_the_fault_is_ours_and_the_server_answers(tmp_path: Path
 
 EXHAUST = """\
 import asyncio, json, logging, resource, socket, sys
-from exporter.checks.resources import local_resource_error
+from exporter.checks.net.resources import local_resource_error
 from exporter.config import CheckConfig
-from exporter.scheduler import Scheduler
-from exporter.state import StateStore
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.state import StateStore
 import aiohttp
 
-from exporter.checks import probers
-probers()  # import every prober module while files can still be opened
+from exporter.engine.probers import PROBERS
+PROBERS  # import every prober module while files can still be opened
 
 async def main(url):
     async with aiohttp.ClientSession() as session:
@@ -863,9 +868,9 @@ async def exploding(check: CheckConfig, ctx: ProbeContext) -> Result:
 
 @pytest.fixture
 def exploding_kind() -> Iterator[str]:
-    probers()["test_exploding"] = exploding
+    PROBERS["test_exploding"] = exploding
     yield "test_exploding"
-    del probers()["test_exploding"]
+    del PROBERS["test_exploding"]
 
 
 async def test_a_crashing_prober_is_counted_logged_once_and_the_loop_goes_on(

@@ -33,20 +33,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import probe, webconfig
-from exporter import status as status_json
-from exporter.checks import Result, safejson
-from exporter.checks.sse import Event, SSEError, SSEParser
-from exporter.checks.statuspage import (
-    DROPPED,
-    SchemaError,
-    apply_limits,
-    gauges,
-    parse,
-    parse_timestamp,
-    unmatched_filters,
-)
-from exporter.collector import Collector
+from exporter.checks.base import Result
+from exporter.checks.net import safejson
+from exporter.checks.net import targets as target_policy
+from exporter.checks.net.sse import Event, SSEError, SSEParser
 from exporter.config import (
     CheckConfig,
     Config,
@@ -55,8 +45,20 @@ from exporter.config import (
     UpstreamConfig,
     load_text,
 )
-from exporter.state import StateStore
-from exporter.verdict import Verdicts
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition import status as status_json
+from exporter.exposition.collector import Collector
+from exporter.server import webconfig
+from exporter.witnesses.statuspage import (
+    DROPPED,
+    SchemaError,
+    apply_limits,
+    gauges,
+    parse,
+    parse_timestamp,
+    unmatched_filters,
+)
 
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.function_scoped_fixture])
@@ -271,7 +273,7 @@ def alias_bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("loader", ["exporter.config", "exporter.webconfig"])
+@pytest.mark.parametrize("loader", ["exporter.config", "exporter.server.webconfig"])
 def test_alias_bombs_are_refused_quickly(loader: str) -> None:
     """9 levels of 9 aliases would be 387 million values: a clear error, in a subprocess so
     that a regression costs a timeout, not the test run's memory."""
@@ -536,7 +538,7 @@ def test_a_page_never_exports_more_than_its_limits(components: int, incidents: i
 
 OCTET = st.sampled_from(["*", "?", "1", "10", "0", "255", "1*", "??"])
 ADDRESS_PATTERN = st.lists(OCTET, min_size=2, max_size=4).map(".".join).filter(
-    probe.is_address_pattern)  # digits in it: "*.*" is a name pattern
+    target_policy.is_address_pattern)  # digits in it: "*.*" is a name pattern
 LABEL = st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True)
 NAME = st.tuples(st.lists(st.from_regex(r"[0-9]{1,3}", fullmatch=True), min_size=1, max_size=4),
                  st.lists(LABEL, min_size=1, max_size=3)).map(
@@ -555,14 +557,14 @@ def test_an_address_pattern_never_lets_a_name_through_as_text(kind: str, hosts: 
     module = CheckConfig(upstream="probe", name="m", kind=kind,
                          allowed_targets=tuple(spell(h) + ("*" if kind == "http" else "")
                                                for h in hosts))
-    literal = probe._ip_version(host) != 0
+    literal = target_policy._ip_version(host) != 0
     try:
-        outcome = probe.check_target(module, spell(host))
-    except probe.TargetError as exc:
+        outcome = target_policy.check_target(module, spell(host))
+    except target_policy.TargetError as exc:
         assert exc.status in (400, 403)
         return
     if literal:
         assert outcome is None  # allowed as written, and only a literal may be
-        assert any(probe.glob_match(host, h) for h in hosts)
+        assert any(target_policy.glob_match(host, h) for h in hosts)
     else:
         assert outcome is not None  # a name waits for its addresses, never passes as text

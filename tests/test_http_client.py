@@ -1,4 +1,4 @@
-"""The one HTTP client (exporter/checks/httpclient.py) under the http prober, against servers
+"""The one HTTP client (exporter/checks/net/httpclient.py) under the http prober, against servers
 that answer raw bytes: what a user agent must accept (obs-fold, bare LF, big heads), what it
 must refuse (and with which reason), HTTP/2-only servers, redirects and credentials."""
 
@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result
+from exporter.checks.base import ProbeContext, Result
 from exporter.checks.http import probe
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
 from exporter.config import CheckConfig, TlsConfig

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import Exporter, Scrape, free_port, http_get
 
-from exporter import probe
-from exporter.web import MAX_BODY_BYTES
+from exporter.server.app import MAX_BODY_BYTES
+from exporter.server.probe import MAX_CONCURRENT
 
 HEADER_TIMEOUT = 2.0  # --web.read-header-timeout for these tests
 
@@ -193,11 +193,11 @@ def test_probes_past_the_concurrency_limit_get_429(exporter: Exporter, silent_po
         status, body, _ = http_get(url, timeout=20)
         return status, body
 
-    with ThreadPoolExecutor(probe.MAX_CONCURRENT + extra) as pool:
-        results = list(pool.map(one, range(probe.MAX_CONCURRENT + extra)))
+    with ThreadPoolExecutor(MAX_CONCURRENT + extra) as pool:
+        results = list(pool.map(one, range(MAX_CONCURRENT + extra)))
     statuses = [status for status, _ in results]
     assert set(statuses) <= {200, 429}, statuses
-    assert statuses.count(200) <= probe.MAX_CONCURRENT
+    assert statuses.count(200) <= MAX_CONCURRENT
     assert statuses.count(429) >= extra
     busy = next(body for status, body in results if status == 429)
     assert "too many probes" in busy

@@ -21,10 +21,10 @@ import trustme
 from aiohttp import web
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result
+from exporter.checks.base import ProbeContext, Result
 from exporter.checks.http import json_path_exists, probe
-from exporter.checks.httpclient import PHASES, Clients
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
+from exporter.checks.net.httpclient import PHASES, Clients
 from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
 from tests.conftest import ROOT, require, require_binary
 
@@ -331,7 +331,7 @@ async def test_timeout(server: Server) -> None:
 
 DNS_SCRIPT = """
 import asyncio, json, logging, aiohttp
-from exporter.checks import ProbeContext
+from exporter.checks.base import ProbeContext
 from exporter.checks.http import probe
 from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
 

@@ -25,9 +25,10 @@ import aiohttp
 import pytest
 from icmplib import ICMPReply
 
-from exporter import icmp_mode
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, icmp
+from exporter.checks import icmp
+from exporter.checks.base import ProbeContext, Result
+from exporter.checks.net import icmp_mode
 from exporter.config import CheckConfig
 from tests import netns
 from tests.conftest import require, require_binary, require_root
@@ -305,7 +306,8 @@ async def test_a_refusing_host_reads_as_unreachable(session: aiohttp.ClientSessi
 LAB_SCRIPT = """
 import asyncio, json, logging, sys
 sys.path.insert(0, sys.argv[1])
-from exporter.checks import ProbeContext, icmp
+from exporter.checks.base import ProbeContext
+from exporter.checks import icmp
 from exporter.config import CheckConfig
 
 async def main():

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from exporter import landing
+from exporter.server import landing
 
 
 def upstream(verdict: str, **views: str) -> dict[str, Any]:

@@ -36,12 +36,14 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter import icmp_mode, probe
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, icmp, tcp, tls
 from exporter.checks import dns as dns_probe
-from exporter.checks.resolve import ResolveError, address_hash, resolve, split_host_port
+from exporter.checks import icmp, tcp, tls
+from exporter.checks.base import ProbeContext, Result
+from exporter.checks.net import icmp_mode
+from exporter.checks.net.resolve import ResolveError, address_hash, resolve, split_host_port
 from exporter.config import CheckConfig, ConfigError, RRValidator, TlsConfig, load_text
+from exporter.server import probe
 from tests import netns
 from tests.conftest import require, require_binary, require_root
 from tests.netns import hosts
@@ -841,7 +843,8 @@ async def test_icmp_wrong_family_literal_is_reason_dns(ctx: ProbeContext) -> Non
 FALLBACK_SCRIPT = """
 import asyncio, json, logging, socket, ssl, sys
 import trustme
-from exporter.checks import ProbeContext, tcp, tls
+from exporter.checks.base import ProbeContext
+from exporter.checks import tcp, tls
 from exporter.config import CheckConfig, TlsConfig
 
 async def accept(reader, writer):

@@ -9,11 +9,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import Collector
 from exporter.config import ConfigError, load_text
-from exporter.scheduler import Scheduler
-from exporter.state import StateStore
-from exporter.verdict import Verdicts
+from exporter.engine.scheduler import Scheduler
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition.collector import Collector
 from tests.test_fake_api import KEY, FakeApi, fake_api  # noqa: F401  (fixture)
 
 MODELS = ("claude-haiku-4-5", "claude-sonnet-4-5")

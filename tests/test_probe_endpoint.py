@@ -26,10 +26,12 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import icmp_mode, probe
+from exporter.checks.net import icmp_mode
+from exporter.checks.net import targets as target_policy
 from exporter.config import CheckConfig, load_text
 from exporter.runtime import Runtime
-from exporter.web import make_app
+from exporter.server import probe
+from exporter.server.app import PROBE_KEY, make_app
 from tests.conftest import ROOT, Exporter, Scrape, require
 from tests.promstack import Prometheus
 
@@ -57,7 +59,7 @@ ICMP = module("icmp", "198.18.*", "::1", "*.example.com")
     (ICMP, "www.example.com"),
 ])
 def test_allowed_targets_pass(mod: CheckConfig, target: str) -> None:
-    probe.check_target(mod, target)
+    target_policy.check_target(mod, target)
 
 
 @pytest.mark.parametrize(("mod", "target"), [
@@ -74,8 +76,8 @@ def test_allowed_targets_pass(mod: CheckConfig, target: str) -> None:
     (ICMP, "127.0.0.2"),
 ])
 def test_targets_outside_allowed_targets_are_refused(mod: CheckConfig, target: str) -> None:
-    with pytest.raises(probe.TargetError) as caught:
-        probe.check_target(mod, target)
+    with pytest.raises(target_policy.TargetError) as caught:
+        target_policy.check_target(mod, target)
     assert (caught.value.status, caught.value.outcome) == (403, "refused")
     assert "allowed_targets" in caught.value.message
 
@@ -88,7 +90,7 @@ def test_a_name_under_address_patterns_is_allowed_only_by_its_addresses(
         mod: CheckConfig, target: str, name: str) -> None:
     # Not allowed as written: the caller resolves the name and checks every address
     # (check_resolved; tests/test_hostile_cases.py runs it against real resolvers).
-    assert probe.check_target(mod, target) == name
+    assert target_policy.check_target(mod, target) == name
 
 
 @pytest.mark.parametrize(("mod", "target"), [
@@ -107,8 +109,8 @@ def test_a_name_under_address_patterns_is_allowed_only_by_its_addresses(
     (ICMP, "198.18.0.2\n"),
 ])
 def test_malformed_targets_are_bad_requests(mod: CheckConfig, target: str) -> None:
-    with pytest.raises(probe.TargetError) as caught:
-        probe.check_target(mod, target)
+    with pytest.raises(target_policy.TargetError) as caught:
+        target_policy.check_target(mod, target)
     assert (caught.value.status, caught.value.outcome) == (400, "bad_request")
 
 
@@ -120,13 +122,13 @@ def test_timeout_follows_prometheus_scrape_timeout(header: str | None, expected:
     assert probe.probe_timeout(mod, header) == expected
 
 
-# -- the remembered per-target config (probe.prepare) -------------------------------------------
+# -- the remembered per-target config (PreparedTargets) -------------------------------------------
 
 
 def test_prepare_gives_the_run_its_target_timeout_and_identity() -> None:
     keyed = CheckConfig(upstream="u", name="k", kind="http", api_key_env="K",
                         allowed_targets=("http://127.0.0.1:*/",))
-    check, logger = probe.prepare(keyed, "http://127.0.0.1:9/", 1.5)
+    check, logger = probe.PreparedTargets().prepare(keyed, "http://127.0.0.1:9/", 1.5)
     assert (check.url, check.timeout, check.upstream, check.follow_redirects) == (
         "http://127.0.0.1:9/", 1.5, "probe", False)
     assert logger.name == "exporter.probe.k"
@@ -140,25 +142,26 @@ def test_prepare_gives_the_run_its_target_timeout_and_identity() -> None:
 ])
 def test_prepare_remembers_only_the_same_module_target_and_timeout(
         second: tuple[CheckConfig, str, float], same: bool) -> None:
-    first, _ = probe.prepare(TCP, "198.18.3.4:22", 2.0)
-    again, _ = probe.prepare(*second)
+    prepared = probe.PreparedTargets()
+    first, _ = prepared.prepare(TCP, "198.18.3.4:22", 2.0)
+    again, _ = prepared.prepare(*second)
     assert (again is first) == same
     assert (again.target, again.timeout) == second[1:]
 
 
 def test_prepare_refuses_a_target_every_time() -> None:
+    prepared = probe.PreparedTargets()
     for _ in range(2):
-        with pytest.raises(probe.TargetError):
-            probe.prepare(TCP, "127.0.0.2:443", 2.0)
+        with pytest.raises(target_policy.TargetError):
+            prepared.prepare(TCP, "127.0.0.2:443", 2.0)
 
 
-def test_prepare_remembers_a_bounded_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probe, "PREPARED_MAX", 8)
-    monkeypatch.setattr(probe, "_prepared", {})
+def test_prepare_remembers_a_bounded_number() -> None:
+    prepared = probe.PreparedTargets(limit=8)
     for port in range(1, 21):
-        probe.prepare(TCP, f"198.18.0.1:{port}", 2.0)
-    assert len(probe._prepared) == 8
-    assert ("tcp_mod", "198.18.0.1:20", 2.0) in probe._prepared  # the newest stay
+        prepared.prepare(TCP, f"198.18.0.1:{port}", 2.0)
+    assert len(prepared) == 8
+    assert ("tcp_mod", "198.18.0.1:20", 2.0) in prepared  # the newest stay
 
 
 # -- through the real exporter -------------------------------------------------------------------
@@ -314,32 +317,38 @@ async def client(silent_udp: int) -> AsyncIterator[TestClient]:  # type: ignore[
     await runtime.stop()
 
 
-async def test_probes_past_the_limit_get_429(client: TestClient,  # type: ignore[type-arg]
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probe, "MAX_CONCURRENT", 1)
-    before = probe.probe_request_counts()
+def endpoint_of(client: TestClient) -> probe.ProbeEndpoint:  # type: ignore[type-arg]
+    return client.server.app[PROBE_KEY]
+
+
+async def test_probes_past_the_limit_get_429(client: TestClient) -> None:  # type: ignore[type-arg]
+    endpoint = endpoint_of(client)
+    endpoint.max_concurrent = 1
+    counts = endpoint.runtime.probe_counts
+    before = counts.requests()
     slow = asyncio.create_task(client.get(probe_url("dns_silent", "a.test"),
                                           headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"}))
     for _ in range(100):  # until the slow probe is running
-        if probe.in_flight():
+        if counts.in_flight:
             break
         await asyncio.sleep(0.01)
     busy = await client.get(probe_url("dns_silent", "b.test"))
     assert busy.status == 429
     assert "too many probes" in await busy.text()
     assert (await slow).status == 200
-    after = probe.probe_request_counts()
+    after = counts.requests()
     assert after.get(("dns_silent", "busy"), 0) - before.get(("dns_silent", "busy"), 0) == 1
     assert after.get(("dns_silent", "ok"), 0) - before.get(("dns_silent", "ok"), 0) == 1
-    assert probe.in_flight() == 0
+    assert counts.in_flight == 0
 
 
 async def test_request_counts_by_outcome(client: TestClient) -> None:  # type: ignore[type-arg]
-    before = probe.probe_request_counts()
+    counts = endpoint_of(client).runtime.probe_counts
+    before = counts.requests()
     for path in ("/probe?module=nope&target=x", "/probe?module=tcp_local&target=198.18.0.1:1",
                  "/probe?module=tcp_local&target=bad", "/probe?module=tcp_local&target=127.0.0.1:9"):
         await (await client.get(path)).read()
-    after = probe.probe_request_counts()
+    after = counts.requests()
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     assert delta == {("", "unknown_module"): 1, ("tcp_local", "refused"): 1,
                      ("tcp_local", "bad_request"): 1, ("tcp_local", "ok"): 1}

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from exporter.config import load_text
+from exporter.engine.scheduler import MIN_SPLAY, Scheduler
+from exporter.engine.state import StateStore
 from exporter.runtime import new_session
-from exporter.scheduler import MIN_SPLAY, Scheduler
-from exporter.state import StateStore
 
 
 @pytest.fixture

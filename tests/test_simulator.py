@@ -18,12 +18,12 @@ import pytest
 from conftest import ROOT, http_get
 from multidict import CIMultiDict
 
-from exporter.checks import ProbeContext, Result
-from exporter.checks.statuspage import Page, parse, poll
+from exporter.checks.base import ProbeContext, Result
 from exporter.config import StatuspageConfig
 from exporter.simulator import LIFECYCLE, Simulator, serve
 from exporter.simulator.scenarios import API_COMPONENT, INCIDENT_LIFECYCLE, SCENARIOS
 from exporter.simulator.statuspage import COMPONENT_NAMES, INCIDENTIO_IDS
+from exporter.witnesses.statuspage import Page, parse, poll
 
 MILLIS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SECONDS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

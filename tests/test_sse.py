@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exporter.checks.sse import Event, SSEError, SSEParser
+from exporter.checks.net.sse import Event, SSEError, SSEParser
 
 # A stream as the Anthropic API sends it (recorded framing: pings, padded data lines).
 ANTHROPIC_STREAM = (

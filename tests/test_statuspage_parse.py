@@ -11,7 +11,8 @@ import pytest
 from conftest import FIXTURES, OWN_FIXTURES, require_shared
 
 from exporter import metrics
-from exporter.checks.statuspage import (
+from exporter.config import StatuspageConfig
+from exporter.witnesses.statuspage import (
     Page,
     SchemaError,
     apply_filters,
@@ -21,7 +22,6 @@ from exporter.checks.statuspage import (
     summary_url,
     unmatched_filters,
 )
-from exporter.config import StatuspageConfig
 
 # Every status-page document names its page; tests of other keys add this.
 NAMED: dict[str, Any] = {"page": {"id": "p", "name": "Test page"}}

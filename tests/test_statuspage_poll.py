@@ -20,8 +20,9 @@ from aiohttp import web
 from conftest import OWN_FIXTURES, free_port
 
 from exporter import __version__, metrics
-from exporter.checks import ProbeContext, Result
-from exporter.checks.statuspage import (
+from exporter.checks.base import ProbeContext, Result
+from exporter.config import CheckConfig, StatuspageConfig
+from exporter.witnesses.statuspage import (
     BACKOFF_CAP_SECONDS,
     MEMO_OPTIONS,
     Page,
@@ -30,7 +31,6 @@ from exporter.checks.statuspage import (
     poll,
     probe,
 )
-from exporter.config import CheckConfig, StatuspageConfig
 
 SUMMARY = "/api/v2/summary.json"
 PAGE = (OWN_FIXTURES / "statuspage" / "acme-summary-incident-major.json").read_bytes()

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter import eventloop
 from exporter.checks import tcp
+from exporter.checks.net.connect import PhaseError
+from exporter.engine import eventloop
 
 LOOPS = ("asyncio", "uvloop")
 RUNS = 50
@@ -64,7 +65,7 @@ def full_listener() -> Iterator[int]:
 async def outcome(port: int, limit: float) -> str:
     try:
         seconds = await tcp.connect_and_close("127.0.0.1", port, limit)
-    except tcp.PhaseError as exc:
+    except PhaseError as exc:
         return exc.reason
     assert 0 < seconds < limit
     return "ok"

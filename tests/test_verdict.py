@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.checks import Result
-from exporter.checks.statuspage import Component, Incident, Maintenance, Page
+from exporter.checks.base import Result
 from exporter.config import CheckConfig, Config, UpstreamConfig, VerdictConfig
-from exporter.state import StateStore
-from exporter.verdict import CheckView, Verdicts, decide
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import CheckView, Verdicts, decide
+from exporter.witnesses.statuspage import Component, Incident, Maintenance, Page
 
 API = "k8w3r06qmzrp"
 
@@ -250,7 +250,7 @@ def test_the_refreshed_verdict_equals_a_full_recomputation_after_every_run(seed:
 
 # -- the other witnesses: the crowd and the dependencies ----------------------------------------
 
-from exporter.verdict import CrowdReading, CrowdView, DependencyView  # noqa: E402
+from exporter.engine.verdict import CrowdReading, CrowdView, DependencyView  # noqa: E402
 from exporter.witnesses.dependencies import CloudIncident  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import trustme
 from conftest import EXPORTER, free_port
 
 from exporter.config import ConfigError
-from exporter.webconfig import load, load_text
+from exporter.server.webconfig import load, load_text
 
 CONFIG = """\
 control:

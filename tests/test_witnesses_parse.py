@@ -14,11 +14,11 @@ from conftest import SHARED, require
 from hypothesis import given, settings
 
 from exporter import metrics
-from exporter.checks.statuspage import PollFailure
 from exporter.config import WitnessConfig
 from exporter.witnesses import aws, azure, dependencies, gcp, openrouter
 from exporter.witnesses.dependencies import CloudIncident
 from exporter.witnesses.feed import SchemaError, decode_xml, text
+from exporter.witnesses.statuspage import PollFailure
 
 CLOUD = SHARED / "fixtures"
 Parse = Callable[[bytes], tuple[CloudIncident, ...]]

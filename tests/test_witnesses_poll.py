@@ -12,13 +12,15 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import __version__, cli, landing, status
-from exporter.checks import ProbeContext, Result
-from exporter.collector import Collector
+from exporter import __version__, cli
+from exporter.checks.base import ProbeContext, Result
 from exporter.config import CheckConfig, Config, load_text
-from exporter.state import StateStore
-from exporter.verdict import Verdicts
-from exporter.witnesses import crowd_probe, dependency_probe
+from exporter.engine.state import StateStore
+from exporter.engine.verdict import Verdicts
+from exporter.exposition import status
+from exporter.exposition.collector import Collector
+from exporter.server import landing
+from exporter.witnesses.probers import crowd_probe, dependency_probe
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[[dict[str, Handler]], Awaitable[str]]

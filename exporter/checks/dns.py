@@ -48,8 +48,8 @@ import dns.reversename
 import dns.rrset
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample, failure
-from exporter.checks.resolve import (
+from exporter.checks.base import ProbeContext, Result, Sample, failure
+from exporter.checks.net.resolve import (
     ResolveError,
     address_hash,
     budget,
@@ -58,8 +58,8 @@ from exporter.checks.resolve import (
     resolve,
     strip_brackets,
 )
-from exporter.checks.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.resources import local_resource_error
+from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.net.resources import local_resource_error
 from exporter.config import CheckConfig, RRValidator
 
 REASONS = ("dns", "validation", "connect", "tls", "timeout", "local_resources")

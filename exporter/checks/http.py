@@ -8,7 +8,7 @@ An API key from ``api_key_env`` / ``api_key_file`` goes in ``api_key_header``
 (``Authorization`` gets ``Bearer <key>``); ``basic_auth`` and ``authorization`` send
 credentials from a secret.
 
-The exchange is the one HTTP client (exporter/checks/httpclient.py); this module adds the
+The exchange is the one HTTP client (exporter/checks/net/httpclient.py); this module adds the
 policy: redirects (at most 10, each hop checked against a /probe module's allowed_targets
 before it is followed, credentials dropped when the origin changes), the matchers, and
 blackbox_exporter's series.
@@ -27,8 +27,17 @@ import aiohttp
 from yarl import URL
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.httpclient import (
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.httpcommon import (
+    HTTP_REASONS,
+    MAX_BODY_BYTES,
+    USER_AGENT,
+    BodyTooLarge,
+    own_deadline,
+    read_body,
+    scrub,
+)
+from exporter.checks.net.httpclient import (
     CredentialError,
     ProxyConfigError,
     Route,
@@ -41,17 +50,9 @@ from exporter.checks.httpclient import (
     request_options,
     route,
 )
-from exporter.checks.httpcommon import (
-    HTTP_REASONS,
-    MAX_BODY_BYTES,
-    USER_AGENT,
-    BodyTooLarge,
-    own_deadline,
-    read_body,
-    scrub,
-)
-from exporter.checks.resolve import address_hash
-from exporter.checks.safejson import loads as safe_loads
+from exporter.checks.net.resolve import address_hash
+from exporter.checks.net.safejson import loads as safe_loads
+from exporter.checks.net.targets import TargetError, check_target
 
 if TYPE_CHECKING:
     from exporter.config import CheckConfig, JsonCondition
@@ -234,8 +235,6 @@ def _next_hop(check: CheckConfig, url: str, status: int, location: str, method: 
     except ValueError:
         target = location
     if check.allowed_targets:
-        from exporter.probe import TargetError, check_target  # probe imports the probers
-
         try:
             check_target(check, target)
         except TargetError:

@@ -1,7 +1,7 @@
 """What the http, anthropic and openai probers share, each done one way only.
 
 The exchange itself (session, proxy, TLS, phases, failure reasons) is
-exporter/checks/httpclient.py, the one HTTP client of the exporter.
+exporter/checks/net/httpclient.py, the one HTTP client of the exporter.
 - ``ratelimit_samples``, ``retry_after``, ``upstream_service_seconds``: response headers.
 - ``scrub``: keeps API keys out of every text a probe produces.
 - ``ApiRun``: one run of an API probe (status, API error types, tokens, TTFT, token budget).
@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.httpclient import (
-    PHASES as PHASES,
-)
-from exporter.checks.httpclient import (
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.net.httpclient import PHASES as PHASES
+from exporter.checks.net.httpclient import (
     TRANSPORT_REASONS,
     CredentialError,
     ProxyConfigError,
@@ -36,12 +34,10 @@ from exporter.checks.httpclient import (
     request_options,
     route,
 )
-from exporter.checks.httpclient import (
-    USER_AGENT as USER_AGENT,
-)
-from exporter.checks.retryafter import retry_after
-from exporter.checks.safejson import loads as safe_loads
-from exporter.checks.sse import Event, SSEError, SSEParser
+from exporter.checks.net.httpclient import USER_AGENT as USER_AGENT
+from exporter.checks.net.retryafter import retry_after
+from exporter.checks.net.safejson import loads as safe_loads
+from exporter.checks.net.sse import Event, SSEError, SSEParser
 from exporter.secrets import REDACTED as REDACTED  # re-exported for callers of scrub
 from exporter.secrets import scrub as scrub  # the one scrubber, re-exported
 

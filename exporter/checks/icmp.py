@@ -59,10 +59,10 @@ from icmplib import (
     SocketPermissionError,
 )
 
-from exporter import icmp_mode
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample, failure
-from exporter.checks.resolve import ResolveError, address_hash, budget, ip_version, resolve
+from exporter.checks.base import ProbeContext, Result, Sample, failure
+from exporter.checks.net import icmp_mode
+from exporter.checks.net.resolve import ResolveError, address_hash, budget, ip_version, resolve
 from exporter.config import CheckConfig
 
 REASONS = ("dns", "timeout", "loss", "unreachable", "permission", "local_resources")

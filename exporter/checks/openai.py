@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from exporter.checks import ProbeContext, Result
+from exporter.checks.base import ProbeContext, Result
 from exporter.checks.httpcommon import USER_AGENT, ApiRun, StreamFailure
-from exporter.checks.safejson import loads as safe_loads
-from exporter.checks.sse import Event
+from exporter.checks.net.safejson import loads as safe_loads
+from exporter.checks.net.sse import Event
 
 if TYPE_CHECKING:
     from exporter.config import CheckConfig

@@ -18,10 +18,8 @@ import ssl
 import time
 
 from exporter import metrics as m
-from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.httpclient import TLS_VERSIONS, TLSConfigError, not_after, peer_chain, tls_context
-from exporter.checks.resolve import split_host_port
-from exporter.checks.tcp import (
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.net.connect import (
     Attempt,
     PhaseError,
     close_quietly,
@@ -29,6 +27,14 @@ from exporter.checks.tcp import (
     open_tcp,
     run,
 )
+from exporter.checks.net.httpclient import (
+    TLS_VERSIONS,
+    TLSConfigError,
+    not_after,
+    peer_chain,
+    tls_context,
+)
+from exporter.checks.net.resolve import split_host_port
 from exporter.config import CheckConfig
 
 REASONS = ("dns", "connect", "timeout", "tls", "local_resources")

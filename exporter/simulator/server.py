@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import random
@@ -27,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import witnesses
+from exporter.simulator import api, witnesses
 from exporter.simulator.scenarios import INCIDENT_LIFECYCLE, SCENARIOS, Scenario
 from exporter.simulator.statuspage import PageModel, PageServer, PageSettings
 
@@ -188,14 +187,8 @@ class Simulator:
         app.router.add_post("/_sim/stats/reset", self._reset_stats)
         app.router.add_get("/", self._index)
         witnesses.add_routes(app, lambda: self._scenario)
-        try:  # the fake APIs live in their own module, written separately
-            api = importlib.import_module("exporter.simulator.api")
-        except ModuleNotFoundError as exc:
-            if exc.name != "exporter.simulator.api":
-                raise
-        else:
-            api.add_routes(app, "/anthropic", "anthropic", lambda: self._scenario)
-            api.add_routes(app, "/openai", "openai", lambda: self._scenario)
+        api.add_routes(app, "/anthropic", "anthropic", lambda: self._scenario)
+        api.add_routes(app, "/openai", "openai", lambda: self._scenario)
         return app
 
     @web.middleware

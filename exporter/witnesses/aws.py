@@ -18,7 +18,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.checks.statuspage import parse_timestamp
 from exporter.witnesses.dependencies import CloudIncident, Ref
 from exporter.witnesses.feed import (
     SchemaError,
@@ -29,6 +28,7 @@ from exporter.witnesses.feed import (
     objects,
     text,
 )
+from exporter.witnesses.statuspage import parse_timestamp
 
 SEVERITY = {"1": "low", "2": "medium", "3": "high"}
 REGION_RE = re.compile(r"^(?P<slug>.+?)-(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)$")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from exporter import metrics
-from exporter.checks import Sample
+from exporter.checks.base import Sample
 from exporter.config import WitnessConfig
 
 SEVERITIES = metrics.DEPENDENCY_SEVERITIES

@@ -1,7 +1,7 @@
 """Fetching and decoding the witnesses' feeds, politely, as status pages are fetched.
 
 ``fetch`` is the one function here that speaks HTTP (through the exporter's one HTTP client,
-exporter/checks/httpclient.py, with the witness's proxy and TLS settings); everything else is
+exporter/checks/net/httpclient.py, with the witness's proxy and TLS settings); everything else is
 pure. ``poll`` wraps it with what every feed needs: conditional
 requests (ETag, Last-Modified) remembered per URL, a bounded body, the status page's failure
 reasons (timeout, connect, tls, http_status, not_json, schema, too_large), and backoff with
@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 
 from exporter import __version__
-from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.httpclient import (
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.net.httpclient import (
     DEFAULT_TRANSPORT,
     CredentialError,
     ProxyConfigError,
@@ -35,9 +35,9 @@ from exporter.checks.httpclient import (
     request_options,
     route,
 )
-from exporter.checks.retryafter import parse_retry_after
-from exporter.checks.safejson import loads as safe_loads
-from exporter.checks.statuspage import PollFailure, backoff_seconds
+from exporter.checks.net.retryafter import parse_retry_after
+from exporter.checks.net.safejson import loads as safe_loads
+from exporter.witnesses.statuspage import PollFailure, backoff_seconds
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_REDIRECTS = 5

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.checks.statuspage import parse_timestamp
 from exporter.witnesses.dependencies import SEVERITIES, CloudIncident, Ref
 from exporter.witnesses.feed import SchemaError, decode_json, json_type, objects, text
+from exporter.witnesses.statuspage import parse_timestamp
 
 BASE = "https://status.cloud.google.com/"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics
-from exporter.checks import Sample
+from exporter.checks.base import Sample
 from exporter.config import WitnessConfig
 from exporter.witnesses.feed import SchemaError, decode_json, json_type, objects, text
 

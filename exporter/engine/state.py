@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter import metrics as m
-from exporter.checks import Result, Sample
+from exporter.checks.base import Result, Sample
 from exporter.config import POLLED_KINDS, CheckConfig, Config, VerdictConfig
 
 LabelValues = tuple[str, ...]
@@ -131,6 +131,12 @@ class StateStore:
         self.reload_success_timestamp = time.time()
         self.dirty: set[str] = set()  # upstreams whose verdict needs recomputing
         self._by_upstream: dict[str, list[CheckState]] | None = None  # rebuilt after a sync
+
+    def record_reload(self, ok: bool) -> None:
+        """The outcome of the latest reload of any part (config file or web config)."""
+        self.reload_success = 1.0 if ok else 0.0
+        if ok:
+            self.reload_success_timestamp = time.time()
 
     def sync(self, config: Config) -> None:
         """Adopt a new config: keep counters of checks that stay, drop removed ones."""

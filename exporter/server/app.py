@@ -13,14 +13,15 @@ from typing import Any
 from aiohttp import hdrs, web
 from prometheus_client.exposition import choose_encoder
 
-from exporter import badge as badges
-from exporter import landing
-from exporter.probe import answer
 from exporter.runtime import Runtime
+from exporter.server import badge as badges
+from exporter.server import landing
+from exporter.server.probe import ProbeEndpoint
 
 log = logging.getLogger("exporter.web")
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
+PROBE_KEY = web.AppKey("probe", ProbeEndpoint)
 Reloader = Callable[[], tuple[bool, str]]
 RELOADERS_KEY = web.AppKey("reloaders", list[Reloader])  # runtime first, then the web config
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,7 +91,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def handle_probe(request: web.Request) -> web.Response:
-    reply = await answer(request.app[RUNTIME_KEY], request.query,
+    reply = await request.app[PROBE_KEY].answer(request.query,
                          request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
                          ",".join(request.headers.getall(hdrs.ACCEPT, [])))
     return web.Response(status=reply.status, body=reply.body,
@@ -113,7 +114,7 @@ def reload_all(app: web.Application) -> tuple[bool, str]:
     results = [reloader() for reloader in app[RELOADERS_KEY]]
     ok = all(ok for ok, _ in results)
     if not ok:  # the config file may have been fine: the web config's failure shows here too
-        app[RUNTIME_KEY].state.reload_success = 0.0
+        app[RUNTIME_KEY].state.record_reload(False)
     return ok, "\n".join(message for _, message in results)
 
 
@@ -207,6 +208,7 @@ def make_app(runtime: Runtime, guard: SlowClientGuard | None = None) -> web.Appl
     middlewares = [limit_body] if guard is None else [guard.middleware]
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[RUNTIME_KEY] = runtime
+    app[PROBE_KEY] = ProbeEndpoint(runtime)
     app[RELOADERS_KEY] = [runtime.reload]
     gets: list[tuple[str, Handler]] = [("/metrics", metrics),
                                        ("/probe", handle_probe), ("/", index),

@@ -38,7 +38,7 @@ Emitted gauges (upstream is filled in by the state store)::
 Limits (docs/security.md, case 4): label values are cut at ``max_label_chars``; the exported
 page keeps at most ``max_components`` components and ``max_incidents`` open incidents (and as
 many maintenances); ``statuspage_dropped_items`` counts what was left out. Text is cleaned of
-lone surrogates on the way in (exporter/checks/safejson.py), so nothing downstream can fail
+lone surrogates on the way in (exporter/checks/net/safejson.py), so nothing downstream can fail
 to encode it.
 """
 
@@ -58,8 +58,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from exporter import metrics
-from exporter.checks import ProbeContext, Result, Sample
-from exporter.checks.httpclient import (
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.net.httpclient import (
     USER_AGENT,
     CredentialError,
     ProxyConfigError,
@@ -70,9 +70,9 @@ from exporter.checks.httpclient import (
     request_options,
     route,
 )
-from exporter.checks.retryafter import CAP_SECONDS, parse_retry_after
-from exporter.checks.safejson import clean
-from exporter.checks.safejson import loads as safe_loads
+from exporter.checks.net.retryafter import CAP_SECONDS, parse_retry_after
+from exporter.checks.net.safejson import clean
+from exporter.checks.net.safejson import loads as safe_loads
 from exporter.config import CheckConfig, StatuspageConfig
 
 MAX_REDIRECTS = 5

@@ -3,7 +3,7 @@
 ``Collector.collect()`` builds fresh metric families from a snapshot of memory on every
 scrape (no network I/O, no awaits), as client_python's custom-collector docs and the "Writing
 exporters" page ask; prometheus_client writes them in whichever format the scrape negotiated
-(exporter/web.py). Series of checks removed by a reload disappear with their state.
+(exporter/server/app.py). Series of checks removed by a reload disappear with their state.
 
 A counter with a ``reason`` label is emitted at 0 for every reason of its kind's documented set
 (``metrics.FAILURE_REASONS``) from the first scrape on, so ``increase()`` and the alerts see the
@@ -39,10 +39,11 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter import __version__, icmp_mode
+from exporter import __version__
 from exporter import metrics as m
-from exporter.state import CheckState, Histogram, StateStore
-from exporter.verdict import Verdicts
+from exporter.checks.net import icmp_mode
+from exporter.engine.state import CheckState, Histogram, StateStore
+from exporter.engine.verdict import Verdicts
 
 ORDER = {spec.name: i for i, spec in enumerate(m.all_specs())}
 

@@ -11,14 +11,14 @@ import time
 from typing import Any
 
 from exporter import __version__
-from exporter.checks.httpclient import network_path
-from exporter.checks.safejson import clean
-from exporter.checks.statuspage import DROPPED, Page
+from exporter.checks.net.httpclient import network_path
+from exporter.checks.net.safejson import clean
 from exporter.config import POLLED_KINDS, Config
+from exporter.engine.state import CheckState, StateStore
+from exporter.engine.verdict import DependencyView, Verdicts, crowd_view, dependency_view
 from exporter.metrics import WITNESSES
 from exporter.secrets import SECRETS
-from exporter.state import CheckState, StateStore
-from exporter.verdict import DependencyView, Verdicts, crowd_view, dependency_view
+from exporter.witnesses.statuspage import DROPPED, Page
 
 
 def check_status(state: CheckState, now: float) -> dict[str, Any]:

@@ -41,9 +41,9 @@ from yarl import URL
 
 from exporter import __version__
 from exporter import metrics as m
-from exporter.checks import Sample
-from exporter.checks.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.resources import local_resource_error
+from exporter.checks.base import Sample
+from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.net.resources import local_resource_error
 from exporter.config import (
     CROWD_KINDS,
     DEPENDENCY_KINDS,

@@ -34,14 +34,15 @@ from dataclasses import replace
 
 import aiohttp
 
-from exporter.checks import ProbeContext, Result, Sample, probers
-from exporter.checks.httpclient import Clients
-from exporter.checks.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.resources import local_resource_error
-from exporter.checks.safejson import clean
+from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.net.httpclient import Clients
+from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
+from exporter.checks.net.resources import local_resource_error
+from exporter.checks.net.safejson import clean
 from exporter.config import POLLED_KINDS, CheckConfig, Config
+from exporter.engine.probers import PROBERS
+from exporter.engine.state import StateStore
 from exporter.secrets import SECRETS
-from exporter.state import StateStore
 
 log = logging.getLogger("exporter.scheduler")
 
@@ -172,7 +173,7 @@ class Scheduler:
         logger = logging.getLogger(f"exporter.check.{check.upstream}.{check.name}")
         ctx = ProbeContext(self.session, logger, memo if memo is not None else {},
                            secret=SECRETS.get, clients=self.clients)
-        prober = probers().get(check.kind)
+        prober = PROBERS.get(check.kind)
         start = time.perf_counter()
         if prober is None:
             return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")

@@ -41,14 +41,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter.checks.httpclient import network_path
-from exporter.checks.statuspage import Incident, Page
+from exporter.checks.net.httpclient import network_path
 from exporter.config import CROWD_KINDS, DEPENDENCY_KINDS, Config
-from exporter.history import VerdictHistory
-from exporter.state import CheckState, StateStore
-from exporter.witnesses import DETAIL_INCIDENTS, DETAIL_MODELS
+from exporter.engine.history import VerdictHistory
+from exporter.engine.state import CheckState, StateStore
 from exporter.witnesses.dependencies import CloudIncident, open_matching
 from exporter.witnesses.openrouter import ModelHealth
+from exporter.witnesses.probers import DETAIL_INCIDENTS, DETAIL_MODELS
+from exporter.witnesses.statuspage import Incident, Page
 
 API_KINDS = ("anthropic", "openai", "http")
 # Answers that prove the API is up and the problem is our account.

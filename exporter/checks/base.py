@@ -1,0 +1,85 @@
+"""The prober contract: a prober is a plain async function ``(check, ctx) -> Result``.
+
+A prober never raises for a failing target: it returns ``Result(success=False, reason=...)``.
+The scheduler enforces the timeout and turns an unexpected exception into a failure with
+reason ``internal``. The generic series (probe_success, probe_duration_seconds, runs,
+failures, latency) are derived from the Result by the state store; probers only add their
+protocol-specific samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from exporter.checks.net.safejson import clean
+from exporter.metrics import MetricSpec
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from exporter.checks.net.httpclient import Clients
+    from exporter.config import CheckConfig
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One value for one metric. ``labels`` holds only the labels beyond the check identity
+    (upstream, check, kind), which the state store fills in from the spec's label names."""
+
+    metric: MetricSpec
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    success: bool
+    duration_seconds: float
+    reason: str = ""  # one word from the kind's fixed set; "" on success
+    error: str = ""  # human-readable, never contains a secret
+    gauges: tuple[Sample, ...] = ()  # replaced by the next run
+    counters: tuple[Sample, ...] = ()  # increments, accumulated across runs
+    observations: tuple[Sample, ...] = ()  # histogram observations, accumulated
+    details: Mapping[str, Any] = field(default_factory=dict)  # structured facts for the verdict
+    log: tuple[str, ...] = ()  # the probe's own log lines, for debug output
+    finished_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ProbeContext:
+    """What a prober may use besides its config. ``memo`` survives between runs of the same
+    check (ETags, the previous DNS answer, the token budget) and is dropped when the check's
+    config changes."""
+
+    session: aiohttp.ClientSession
+    logger: logging.Logger
+    memo: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    # Resolves secrets at run time so they never live in config objects or logs.
+    secret: Callable[[CheckConfig], str | None] = lambda _check: None
+    # The runtime's shared HTTP sessions; None: each run makes its own.
+    clients: Clients | None = None
+
+    def log(self, message: str) -> None:
+        """Record a debug line for /probe?debug=true and the debug log."""
+        message = clean(message)  # a header's undecodable bytes must not break either
+        self.lines.append(message)
+        self.logger.debug(message)
+
+
+Prober = Callable[["CheckConfig", ProbeContext], Awaitable[Result]]
+
+
+def failure(start: float, reason: str, error: str, **kwargs: Any) -> Result:
+    """A failed Result timed from ``start`` (a time.perf_counter() value)."""
+    return Result(
+        success=False,
+        duration_seconds=time.perf_counter() - start,
+        reason=reason,
+        error=error,
+        **kwargs,
+    )

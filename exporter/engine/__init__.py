@@ -1,0 +1,1 @@
+"""The engine: runs every check on its schedule, keeps its state, and judges each upstream."""

@@ -1,0 +1,1 @@
+"""Exposition: the state as Prometheus series (collector) and as the JSON status document."""
