@@ -49,6 +49,7 @@ from exporter.simulator.scenarios import SCENARIOS
 log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":10529"
+DEMO_SCENARIOS = [*SCENARIOS, "incident_lifecycle"]
 SHUTDOWN_GRACE = 5.0  # seconds SIGTERM waits for in-flight requests before closing
 REMOVED_WORKERS = (
     "--web.probe-workers was removed: one exporter is one process. Scale /probe with more "
@@ -92,7 +93,9 @@ def exporter_parser() -> argparse.ArgumentParser:
                         help="run the built-in simulator on loopback and watch it: live "
                              "metrics with no network and no key")
     parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational",
-                        help="the simulator's starting scenario in --demo")
+                        choices=DEMO_SCENARIOS, metavar="SCENARIO",
+                        help="the simulator's starting scenario in --demo: one of "
+                             + ", ".join(DEMO_SCENARIOS))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -239,7 +242,8 @@ def check_main(argv: Sequence[str]) -> int:
     _common(parser)
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument("--demo", action="store_true", help="check the built-in simulator")
-    parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational")
+    parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational",
+                        choices=DEMO_SCENARIOS, metavar="SCENARIO")
     args = parser.parse_args(argv)
     logs.setup(args.log_level if args.log_level != "info" else "warn", args.log_format)
     try:

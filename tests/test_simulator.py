@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ROOT, http_get
+from conftest import EXPORTER, ROOT, http_get
 from multidict import CIMultiDict
 
 from exporter.checks.base import ProbeContext, Result
@@ -445,3 +445,14 @@ def test_subprocess_rejects_an_unknown_scenario() -> None:
                           timeout=30)
     assert done.returncode == 2
     assert "unknown scenario 'nope'" in done.stderr
+
+
+@pytest.mark.parametrize("command", [
+    [EXPORTER, "--demo", "--demo.scenario=nope"],
+    [EXPORTER, "check", "--demo", "--demo.scenario=nope"],
+])
+def test_an_unknown_demo_scenario_is_a_usage_error_not_a_crash(command: list[str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "invalid choice: 'nope'" in done.stderr
+    assert "Traceback" not in done.stderr
