@@ -130,8 +130,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "api_outage_unacknowledged",
-            "The page is all green but the API is overloaded (the page lags the outage).",
+            "The page is all green but the API is overloaded (the page lags the outage); the "
+            "crowd's traffic to the same models fails too.",
             api=ApiState("overloaded"),
+            witnesses=WitnessState(provider_uptime=0.0, provider_status=-5),
         ),
         Scenario("api_rate_limited", "The page is green; our key is rate limited.",
                  api=ApiState("rate_limited")),
