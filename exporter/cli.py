@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from attrs import evolve
 
 from exporter import __version__, logs
 from exporter import demo as demo_mod
@@ -267,10 +267,10 @@ async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
     else:
         config = config_loader(args.config_file)()
     if args.vantage:
-        config = replace(config, vantage=args.vantage)
+        config = evolve(config, vantage=args.vantage)
     # One run decides: no debounce in a one-shot check.
     one_shot = VerdictConfig(outage_after=1, recover_after=1, window=1, degraded_ratio=1.0)
-    config = replace(config, upstreams=tuple(replace(u, verdict=one_shot) for u in config.upstreams),
+    config = evolve(config, upstreams=tuple(evolve(u, verdict=one_shot) for u in config.upstreams),
                      control_verdict=one_shot)
     state = StateStore()
     state.sync(config)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from exporter.config import CheckConfig
+from exporter.config import CheckConfig, WebCheck
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
@@ -73,6 +73,8 @@ class Secrets:
         self._cache.clear()
 
     def get(self, check: CheckConfig) -> str | None:
+        if not isinstance(check, WebCheck):  # only the kinds that speak HTTP carry a key
+            return None
         return self.lookup(check.api_key_env, check.api_key_file)
 
     def lookup(self, env: str | None, file: str | None) -> str | None:

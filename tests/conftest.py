@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.config import CHECK_MODELS, CheckConfig, PolledCheck
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "statuspage"  # real captures: conformance tests only
@@ -332,3 +334,10 @@ def run_simulator(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     yield factory
     for sim in started:
         sim.stop()
+
+
+def build_check(upstream: str, name: str, kind: str, **fields: object) -> CheckConfig:
+    """A check of ``kind`` made by hand: the kind's own model (PolledCheck for the status page
+    and the witness feeds), as the loader would build it."""
+    model = CHECK_MODELS.get(kind, PolledCheck)
+    return model(upstream=upstream, name=name, kind=kind, **fields)  # type: ignore[arg-type, return-value]

@@ -36,6 +36,7 @@ from exporter.checks.httpcommon import (
 from exporter.config import CheckConfig
 from exporter.metrics import MetricSpec
 from exporter.simulator.api import RETRY_AFTER
+from tests.conftest import build_check
 from tests.test_fake_api import FakeApi, fake_api  # noqa: F401  (fixture)
 
 ANTHROPIC_KEY = "sk-ant-api03-Zx81kQ-known-test-key-7f3a9c2e41d0-AbCd"
@@ -59,7 +60,7 @@ def make_check(url: str, kind: str, mode: str, **options: Any) -> CheckConfig:
     defaults: dict[str, Any] = {"model": MODELS[kind], "timeout": 5.0, "interval": 30.0}
     if mode != "keyless":
         defaults["api_key_env"] = "PROBE_TEST_KEY"
-    return CheckConfig(upstream="claude", name=f"{kind}-{mode}", kind=kind, url=url, mode=mode,
+    return build_check(upstream="claude", name=f"{kind}-{mode}", kind=kind, url=url, mode=mode,
                        **{**defaults, **options})
 
 

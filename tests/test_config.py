@@ -310,3 +310,64 @@ def test_config_check_without_a_file_checks_the_preset() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("<claude preset>: OK")
 
+
+
+# -- one typed model per kind -------------------------------------------------------------------
+
+KIND_MODELS = [
+    ("anthropic", "{kind: anthropic}", cfg.AnthropicCheck),
+    ("openai", "{kind: openai}", cfg.OpenAICheck),
+    ("http", "{kind: http, url: 'http://127.0.0.1:1/'}", cfg.HttpCheck),
+    ("tcp", "{kind: tcp, target: '127.0.0.1:1'}", cfg.TcpCheck),
+    ("tls", "{kind: tls, target: '127.0.0.1:1'}", cfg.TlsCheck),
+    ("icmp", "{kind: icmp, target: 127.0.0.1}", cfg.IcmpCheck),
+    ("dns", "{kind: dns, target: localhost}", cfg.DnsCheck),
+]
+
+
+@pytest.mark.parametrize(("kind", "entry", "model"), KIND_MODELS, ids=[k[0] for k in KIND_MODELS])
+def test_each_kind_loads_into_its_own_model(kind: str, entry: str, model: type) -> None:
+    text = BASE + "    checks:\n      - " + entry.replace("{", "{name: c, ", 1) + "\n"
+    check = cfg.load_text(text, "c.yml").upstreams[0].checks[0]
+    assert type(check) is model and check.kind == kind
+    assert check.key == ("claude", "c")
+
+
+@pytest.mark.parametrize(("entry", "field", "default"), [
+    ("{kind: icmp, target: 127.0.0.1}", "packets", 3),
+    ("{kind: icmp, target: 127.0.0.1}", "payload_size", 56),
+    ("{kind: dns, target: localhost}", "valid_rcodes", ("NOERROR",)),
+    ("{kind: http, url: 'http://127.0.0.1/'}", "method", "GET"),
+    ("{kind: anthropic}", "url", "https://api.anthropic.com"),
+    ("{kind: openai}", "url", "https://api.openai.com"),
+    ("{kind: anthropic}", "max_tokens", 1),
+])
+def test_an_unset_key_takes_the_default_its_model_declares(entry: str, field: str,
+                                                           default: object) -> None:
+    text = BASE + "    checks:\n      - " + entry.replace("{", "{name: c, ", 1) + "\n"
+    check = cfg.load_text(text, "c.yml").upstreams[0].checks[0]
+    assert getattr(check, field) == default
+
+
+def test_every_bad_value_of_one_check_is_reported() -> None:
+    found = errors(BASE + "    checks:\n      - name: i\n        kind: icmp\n        target: 127.0.0.1\n"
+                          "        packets: many\n        payload_size: -1\n        bogus: 1\n")
+    assert found == [
+        "c.yml:8: upstreams.claude.checks[0].packets: must be an integer from 1 to 100 (got 'many')",
+        "c.yml:9: upstreams.claude.checks[0].payload_size: must be an integer from 0 to 1400 (got -1)",
+        "c.yml:10: upstreams.claude.checks[0].bogus: unknown key (allowed: component, "
+        "degraded_latency, interval, ip_protocol, kind, name, packet_interval, packets, "
+        "payload_size, target, timeout)",
+    ]
+
+
+def test_a_module_accepts_neither_a_target_nor_a_name() -> None:
+    found = errors("modules:\n  m: {kind: tcp, target: '127.0.0.1:1', name: x, "
+                   "allowed_targets: ['127.0.0.1:*']}\n")
+    assert sorted(e.split(": ")[1] for e in found) == ["modules.m.name", "modules.m.target"]
+
+
+def test_a_background_check_does_not_take_allowed_targets() -> None:
+    found = errors(BASE + "    checks:\n      - {name: t, kind: tcp, target: '127.0.0.1:1', "
+                          "allowed_targets: [x]}\n")
+    assert found[0].startswith("c.yml:5: upstreams.claude.checks[0].allowed_targets: unknown key")

@@ -24,7 +24,7 @@ from exporter.checks import anthropic, http, tls
 from exporter.checks.base import ProbeContext, Result
 from exporter.config import CheckConfig, ProxyConfig, SecretRef, TlsConfig
 from exporter.secrets import SECRETS
-from tests.conftest import free_port, require_binary
+from tests.conftest import build_check, free_port, require_binary
 
 BASIC_PASSWORD = "pw-Zq81-basic-auth-secret"
 GATEWAY_TOKEN = "gw-Xk27-gateway-token-secret"
@@ -136,8 +136,9 @@ http {{
 
 def check(kind: str, **options: Any) -> CheckConfig:
     options.setdefault("timeout", 3.0)
-    options.setdefault("proxy", ProxyConfig(mode="none"))
-    return CheckConfig(upstream="test", name=f"{kind}-check", kind=kind, **options)
+    if kind != "tls":  # the tls kind never goes through a proxy: its model has no proxy
+        options.setdefault("proxy", ProxyConfig(mode="none"))
+    return build_check(upstream="test", name=f"{kind}-check", kind=kind, **options)
 
 
 async def run(kind_module: Any, cfg: CheckConfig, key: str | None = None) -> Result:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import bcrypt
 import pytest
-from conftest import EXPORTER, Exporter, Scrape, free_port, http_get, http_post, start_exporter
+from conftest import EXPORTER, Exporter, Scrape, build_check, free_port, http_get, http_post, start_exporter
 
 from exporter import metrics
 from exporter.checks import httpcommon
@@ -265,7 +265,7 @@ def test_safe_json_replaces_lone_surrogates(text: str | bytes, expected: Any) ->
 
 
 def mod(kind: str, *allowed: str) -> CheckConfig:
-    return CheckConfig(upstream="probe", name=f"{kind}_m", kind=kind, allowed_targets=allowed)
+    return build_check(upstream="probe", name=f"{kind}_m", kind=kind, allowed_targets=allowed)
 
 
 @pytest.mark.parametrize(("module", "target", "outcome"), [
@@ -539,7 +539,7 @@ async def test_hostile_api_bodies_are_failures_not_crashes(
     extra = {} if mode == "keyless" else {"api_key_env": "HOSTILE_KEY"}
     if mode in ("count_tokens", "messages"):
         extra["model"] = "m"
-    check = CheckConfig(upstream="u", name="c", kind="anthropic", url=upstream.url, mode=mode,
+    check = build_check(upstream="u", name="c", kind="anthropic", url=upstream.url, mode=mode,
                         timeout=10.0, daily_token_budget=1000, **extra)  # type: ignore[arg-type]
     state = StateStore()
     state.sync(Config(upstreams=(UpstreamConfig("u", None, (check,)),)))
@@ -617,7 +617,7 @@ def test_at_the_fd_limit_the_fault_is_ours_and_the_server_answers(tmp_path: Path
 EXHAUST = """\
 import asyncio, json, logging, resource, socket, sys
 from exporter.checks.net.resources import local_resource_error
-from exporter.config import CheckConfig
+from exporter.config import AnthropicCheck, DnsCheck, HttpCheck, TcpCheck, TlsCheck
 from exporter.engine.scheduler import Scheduler
 from exporter.engine.state import StateStore
 import aiohttp
@@ -636,12 +636,12 @@ async def main(url):
                 hoard.append(socket.socket())
         except OSError as exc:
             assert local_resource_error(exc), exc
-        checks = [CheckConfig(upstream="u", name="tcp", kind="tcp", target=url[7:]),
-                  CheckConfig(upstream="u", name="http", kind="http", url=url),
-                  CheckConfig(upstream="u", name="tls", kind="tls", target=url[7:]),
-                  CheckConfig(upstream="u", name="api", kind="anthropic", url=url),
-                  CheckConfig(upstream="u", name="dns", kind="dns", target="localhost",
-                              resolver=url[7:])]
+        checks = [TcpCheck(upstream="u", name="tcp", kind="tcp", target=url[7:]),
+                  HttpCheck(upstream="u", name="http", kind="http", url=url),
+                  TlsCheck(upstream="u", name="tls", kind="tls", target=url[7:]),
+                  AnthropicCheck(upstream="u", name="api", kind="anthropic", url=url),
+                  DnsCheck(upstream="u", name="dns", kind="dns", target="localhost",
+                           resolver=url[7:])]
         reasons = {c.kind: (await scheduler.run_once(c)).reason for c in checks}
         print(json.dumps(reasons))
 
@@ -774,10 +774,10 @@ def test_api_key_values_are_stripped(tmp_path: Path, monkeypatch: pytest.MonkeyP
     secrets = Secrets()
     if source == "env":
         monkeypatch.setenv("KEY_WITH_NEWLINE", value)
-        check = CheckConfig(upstream="u", name="c", kind="anthropic", api_key_env="KEY_WITH_NEWLINE")
+        check = build_check(upstream="u", name="c", kind="anthropic", api_key_env="KEY_WITH_NEWLINE")
     else:
         (tmp_path / "key").write_text(value)
-        check = CheckConfig(upstream="u", name="c", kind="anthropic",
+        check = build_check(upstream="u", name="c", kind="anthropic",
                             api_key_file=str(tmp_path / "key"))
     assert secrets.get(check) == "sk-key-0123456789"
 
@@ -875,7 +875,7 @@ def exploding_kind() -> Iterator[str]:
 
 async def test_a_crashing_prober_is_counted_logged_once_and_the_loop_goes_on(
         exploding_kind: str, caplog: pytest.LogCaptureFixture) -> None:
-    check = CheckConfig(upstream="u", name="boom", kind=exploding_kind, interval=0.1, timeout=0.1)
+    check = build_check(upstream="u", name="boom", kind=exploding_kind, interval=0.1, timeout=0.1)
     config = Config(upstreams=(UpstreamConfig("u", None, (check,)),))
     state = StateStore()
     async with aiohttp.ClientSession() as session:
@@ -898,7 +898,7 @@ async def test_a_crashing_prober_is_counted_logged_once_and_the_loop_goes_on(
 
 async def test_a_failing_result_hook_is_counted_and_the_loop_goes_on(
         caplog: pytest.LogCaptureFixture, acceptor_port: int) -> None:
-    check = CheckConfig(upstream="u", name="t", kind="tcp", target=f"127.0.0.1:{acceptor_port}",
+    check = build_check(upstream="u", name="t", kind="tcp", target=f"127.0.0.1:{acceptor_port}",
                         interval=0.1, timeout=0.1)
     state = StateStore()
     calls: list[int] = []

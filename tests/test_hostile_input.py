@@ -28,7 +28,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode
 
 import pytest
 import yaml
-from conftest import FIXTURES, OWN_FIXTURES, Exporter, free_port, http_get, raw_exchange, start_exporter
+from conftest import FIXTURES, OWN_FIXTURES, Exporter, build_check, free_port, http_get, raw_exchange, start_exporter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +38,6 @@ from exporter.checks.net import safejson
 from exporter.checks.net import targets as target_policy
 from exporter.checks.net.sse import Event, SSEError, SSEParser
 from exporter.config import (
-    CheckConfig,
     Config,
     ConfigError,
     StatuspageConfig,
@@ -554,7 +553,7 @@ def test_an_address_pattern_never_lets_a_name_through_as_text(kind: str, hosts: 
     def spell(h: str) -> str:
         return {"tcp": f"{h}:443", "http": f"http://{h}:443/x"}.get(kind, h)
 
-    module = CheckConfig(upstream="probe", name="m", kind=kind,
+    module = build_check(upstream="probe", name="m", kind=kind,
                          allowed_targets=tuple(spell(h) + ("*" if kind == "http" else "")
                                                for h in hosts))
     literal = target_policy._ip_version(host) != 0

@@ -25,6 +25,7 @@ from exporter.checks.base import ProbeContext, Result
 from exporter.checks.http import probe
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
 from exporter.config import CheckConfig, TlsConfig
+from tests.conftest import build_check
 
 KEY = "tok-5Rw9-httpclient-test-key-0b1d"
 
@@ -97,8 +98,7 @@ async def raw_server() -> AsyncIterator[RawFactory]:
 
 def make_check(url: str, **options: Any) -> CheckConfig:
     options.setdefault("timeout", 3.0)
-    options.setdefault("proxy", CheckConfig.__dataclass_fields__["proxy"].default_factory())  # type: ignore[misc]
-    return CheckConfig(upstream="control", name="wire", kind="http", url=url, **options)
+    return build_check(upstream="control", name="wire", kind="http", url=url, **options)
 
 
 async def run(check: CheckConfig, secret: str | None = None) -> Result:

@@ -26,7 +26,7 @@ from exporter.checks.http import json_path_exists, probe
 from exporter.checks.httpcommon import HTTP_REASONS, MAX_BODY_BYTES
 from exporter.checks.net.httpclient import PHASES, Clients
 from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
-from tests.conftest import ROOT, require, require_binary
+from tests.conftest import ROOT, build_check, require, require_binary
 
 KEY = "tok-7Hq2-known-http-test-key-91c4e0"
 
@@ -132,7 +132,7 @@ def make_check(url: str, **options: Any) -> CheckConfig:
     options.setdefault("timeout", 5.0)
     # localhost is in /etc/hosts as 127.0.0.1 only; ip4 keeps the probe off ::1
     options.setdefault("ip_protocol", "ip4")
-    return CheckConfig(upstream="control", name="web", kind="http", url=url, **options)
+    return build_check(upstream="control", name="web", kind="http", url=url, **options)
 
 
 async def run(check: CheckConfig, secret: str | None = None) -> Result:
@@ -333,11 +333,11 @@ DNS_SCRIPT = """
 import asyncio, json, logging, aiohttp
 from exporter.checks.base import ProbeContext
 from exporter.checks.http import probe
-from exporter.config import CheckConfig, HeaderMatch, JsonCondition, TlsConfig
+from exporter.config import HttpCheck
 
 async def main():
-    check = CheckConfig(upstream="u", name="n", kind="http", url="http://probe-test.invalid/",
-                        timeout=5.0)
+    check = HttpCheck(upstream="u", name="n", kind="http", url="http://probe-test.invalid/",
+                      timeout=5.0)
     async with aiohttp.ClientSession() as session:
         result = await probe(check, ProbeContext(session=session, logger=logging.getLogger("t")))
     print(json.dumps({"reason": result.reason, "error": result.error}))

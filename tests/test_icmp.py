@@ -31,7 +31,7 @@ from exporter.checks.base import ProbeContext, Result
 from exporter.checks.net import icmp_mode
 from exporter.config import CheckConfig
 from tests import netns
-from tests.conftest import require, require_binary, require_root
+from tests.conftest import build_check, require, require_binary, require_root
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -66,7 +66,7 @@ def require_target(target: str) -> None:
 
 def icmp_check(target: str, **options: Any) -> CheckConfig:
     options.setdefault("timeout", 2.0)
-    return CheckConfig("test", "icmp-check", "icmp", target=target, **options)
+    return build_check("test", "icmp-check", "icmp", target=target, **options)
 
 
 def counter(result: Result, spec: m.MetricSpec) -> float:
@@ -308,14 +308,14 @@ import asyncio, json, logging, sys
 sys.path.insert(0, sys.argv[1])
 from exporter.checks.base import ProbeContext
 from exporter.checks import icmp
-from exporter.config import CheckConfig
+from exporter.config import IcmpCheck
 
 async def main():
     out = []
     for case in json.loads(sys.argv[2]):
-        check = CheckConfig("lab", "icmp", "icmp", target=case["target"],
-                            packets=case["packets"], packet_interval=0.005,
-                            payload_size=case.get("payload_size", 56), timeout=1.0)
+        check = IcmpCheck(upstream="lab", name="icmp", kind="icmp", target=case["target"],
+                          packets=case["packets"], packet_interval=0.005,
+                          payload_size=case.get("payload_size", 56), timeout=1.0)
         results = await asyncio.gather(*(
             icmp.probe(check, ProbeContext(None, logging.getLogger("lab")))
             for _ in range(case.get("concurrency", 1))))

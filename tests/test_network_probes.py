@@ -45,7 +45,7 @@ from exporter.checks.net.resolve import ResolveError, address_hash, resolve, spl
 from exporter.config import CheckConfig, ConfigError, RRValidator, TlsConfig, load_text
 from exporter.server import probe
 from tests import netns
-from tests.conftest import require, require_binary, require_root
+from tests.conftest import build_check, require, require_binary, require_root
 from tests.netns import hosts
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -69,8 +69,9 @@ TLS_KEYS = {f.name for f in dataclasses.fields(TlsConfig)}
 def check(kind: str, **options: object) -> CheckConfig:
     """A check; tls_config's keys (ca_file, server_name, ...) may be given flat."""
     tls_options = {k: options.pop(k) for k in list(options) if k in TLS_KEYS}
-    return CheckConfig(upstream="test", name=f"{kind}-check", kind=kind, timeout=2.0,
-                       tls=TlsConfig(**tls_options), **options)  # type: ignore[arg-type]
+    if kind in ("tls", "dns"):  # the kinds whose models have tls_config
+        options["tls"] = TlsConfig(**tls_options)  # type: ignore[arg-type]
+    return build_check(upstream="test", name=f"{kind}-check", kind=kind, timeout=2.0, **options)
 
 
 @pytest.fixture
@@ -625,7 +626,7 @@ async def test_dns_hostile_answers_fail_cleanly(ctx: ProbeContext,
     transport = await start_responder(answer)
     try:
         port = int(transport.get_extra_info("sockname")[1])
-        result = await dns_probe.probe(CheckConfig("test", "d", "dns", target="two.test",
+        result = await dns_probe.probe(build_check("test", "d", "dns", target="two.test",
                                                    timeout=0.5, resolver=f"127.0.0.1:{port}"),
                                        ctx)
     finally:
@@ -671,7 +672,7 @@ async def test_dns_hostile_tcp_answers_are_reason_dns(ctx: ProbeContext, reply: 
 
 
 async def test_dns_silent_resolver_is_reason_timeout(ctx: ProbeContext, silent_udp: int) -> None:
-    result = await dns_probe.probe(CheckConfig("test", "d", "dns", target="two.test", timeout=0.5,
+    result = await dns_probe.probe(build_check("test", "d", "dns", target="two.test", timeout=0.5,
                                          resolver=f"127.0.0.1:{silent_udp}"), ctx)
     assert (result.success, result.reason) == (False, "timeout")
     assert gauge(result, m.PROBE_DNS_QUERY_SUCCEEDED) == 0
@@ -773,7 +774,7 @@ def test_dns_config_accepts(options: str, expected: dict[str, object]) -> None:
 
 def test_dns_module_with_validators_shows_in_probe_debug_output() -> None:
     """/probe?debug=true prints the module's settings as YAML; validators are mappings."""
-    module = CheckConfig("probe", "dns_mx", "dns", record_type="mx", valid_rcodes=("NXDOMAIN",),
+    module = build_check("probe", "dns_mx", "dns", record_type="mx", valid_rcodes=("NXDOMAIN",),
                          validate_answer_rrs=RRValidator(fail_if_matches_regexp=(r"\.evil\.$",)))
     assert yaml.safe_load(probe.module_yaml(module)) == {"dns_mx": {
         "kind": "dns", "record_type": "mx", "valid_rcodes": ["NXDOMAIN"],
@@ -822,7 +823,7 @@ async def test_icmp_sends_on_schedule(ctx: ProbeContext) -> None:
 
 async def test_icmp_stops_sending_at_the_timeout(ctx: ProbeContext) -> None:
     require_icmp()
-    result = await icmp.probe(CheckConfig("test", "i", "icmp", target="127.0.0.1", packets=50,
+    result = await icmp.probe(build_check("test", "i", "icmp", target="127.0.0.1", packets=50,
                                           packet_interval=0.05, timeout=0.5), ctx)
     sent = counter(result, m.PROBE_ICMP_SENT)
     assert 5 <= sent < 50
@@ -845,7 +846,7 @@ import asyncio, json, logging, socket, ssl, sys
 import trustme
 from exporter.checks.base import ProbeContext
 from exporter.checks import tcp, tls
-from exporter.config import CheckConfig, TlsConfig
+from exporter.config import TcpCheck, TlsCheck, TlsConfig
 
 async def accept(reader, writer):
     writer.close()
@@ -862,8 +863,9 @@ async def main():
     out = {"order": order}
     for kind, server, extra in (("tcp", plain, {}), ("tls", secure, {"tls": TlsConfig(ca_file=sys.argv[1])})):
         port = server.sockets[0].getsockname()[1]
-        check = CheckConfig(upstream="u", name=kind, kind=kind, target=f"dual.test:{port}",
-                            timeout=3.0, **extra)
+        model = TcpCheck if kind == "tcp" else TlsCheck
+        check = model(upstream="u", name=kind, kind=kind, target=f"dual.test:{port}",
+                      timeout=3.0, **extra)
         result = await (tcp if kind == "tcp" else tls).probe(check, ctx)
         out[kind] = [result.success, result.reason, result.error]
     print(json.dumps(out))

@@ -32,14 +32,14 @@ from exporter.config import CheckConfig, load_text
 from exporter.runtime import Runtime
 from exporter.server import probe
 from exporter.server.app import PROBE_KEY, make_app
-from tests.conftest import ROOT, Exporter, Scrape, require
+from tests.conftest import ROOT, Exporter, Scrape, build_check, require
 from tests.promstack import Prometheus
 
 # -- the target fence, as a table -------------------------------------------------------------
 
 
 def module(kind: str, *allowed: str) -> CheckConfig:
-    return CheckConfig(upstream="probe", name=f"{kind}_mod", kind=kind, allowed_targets=allowed)
+    return build_check(upstream="probe", name=f"{kind}_mod", kind=kind, allowed_targets=allowed)
 
 
 HTTP = module("http", "https://*.example.com/*", "http://127.0.0.1:*/health")
@@ -118,7 +118,7 @@ def test_malformed_targets_are_bad_requests(mod: CheckConfig, target: str) -> No
     (None, 10.0), ("", 10.0), ("nonsense", 10.0), ("15", 10.0), ("5", 4.5), ("0.8", 0.4),
 ])
 def test_timeout_follows_prometheus_scrape_timeout(header: str | None, expected: float) -> None:
-    mod = CheckConfig(upstream="probe", name="m", kind="tcp", timeout=10.0)
+    mod = build_check(upstream="probe", name="m", kind="tcp", timeout=10.0)
     assert probe.probe_timeout(mod, header) == expected
 
 
@@ -126,7 +126,7 @@ def test_timeout_follows_prometheus_scrape_timeout(header: str | None, expected:
 
 
 def test_prepare_gives_the_run_its_target_timeout_and_identity() -> None:
-    keyed = CheckConfig(upstream="u", name="k", kind="http", api_key_env="K",
+    keyed = build_check(upstream="u", name="k", kind="http", api_key_env="K",
                         allowed_targets=("http://127.0.0.1:*/",))
     check, logger = probe.PreparedTargets().prepare(keyed, "http://127.0.0.1:9/", 1.5)
     assert (check.url, check.timeout, check.upstream, check.follow_redirects) == (

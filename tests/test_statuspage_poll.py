@@ -17,14 +17,13 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
-from conftest import OWN_FIXTURES, free_port
+from conftest import OWN_FIXTURES, build_check, free_port
 
 from exporter import __version__, metrics
 from exporter.checks.base import ProbeContext, Result
-from exporter.config import CheckConfig, StatuspageConfig
+from exporter.config import StatuspageConfig
 from exporter.witnesses.statuspage import (
     BACKOFF_CAP_SECONDS,
-    MEMO_OPTIONS,
     Page,
     backoff_seconds,
     parse_retry_after,
@@ -166,9 +165,9 @@ async def test_redirects_are_followed(serve: Serve, ctx: ProbeContext) -> None:
 async def test_probe_maps_the_base_url_and_applies_filters(
         serve: Serve, ctx: ProbeContext) -> None:
     base = await serve({SUMMARY: respond()})
-    check = CheckConfig(upstream="acme", name="statuspage", kind="statuspage", url=base,
-                        timeout=3.0)
-    ctx.memo[MEMO_OPTIONS] = StatuspageConfig(url=base, components=("API", "US East"))
+    check = build_check(upstream="acme", name="statuspage", kind="statuspage", url=base,
+                        timeout=3.0,
+                        statuspage=StatuspageConfig(url=base, components=("API", "US East")))
     result = await probe(check, ctx)
     assert result.success
     exported = {s.labels["component_id"] for s in result.gauges

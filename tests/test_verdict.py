@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from exporter.checks.base import Result
-from exporter.config import CheckConfig, Config, UpstreamConfig, VerdictConfig
+from exporter.config import Config, UpstreamConfig, VerdictConfig
 from exporter.engine.state import StateStore
 from exporter.engine.verdict import CheckView, Verdicts, decide
 from exporter.witnesses.statuspage import Component, Incident, Maintenance, Page
+from tests.conftest import build_check
 
 API = "k8w3r06qmzrp"
 
@@ -137,7 +138,7 @@ DEFAULT_VERDICT = VerdictConfig()
 
 def store_with(results: list[Result], cfg: VerdictConfig = DEFAULT_VERDICT,
                degraded_latency: float | None = None) -> tuple[StateStore, Config]:
-    check = CheckConfig("claude", "api", "anthropic", interval=1, timeout=1,
+    check = build_check("claude", "api", "anthropic", interval=1, timeout=1,
                         degraded_latency=degraded_latency)
     config = Config(upstreams=(UpstreamConfig("claude", None, (check,), cfg),))
     state = StateStore()

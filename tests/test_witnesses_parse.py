@@ -162,7 +162,7 @@ def test_openrouter_null_uptime_stays_absent() -> None:
     health = openrouter.parse_body("anthropic/claude-sonnet-4.6")(capture(OR_CAPTURES["calm"]))
     azure_ep = next(e for e in health.endpoints if e.endpoint == "azure/global")
     assert set(azure_ep.uptime) == {"1d"}
-    samples = openrouter.gauges([health], WitnessConfig("openrouter", "openrouter", "http://x"))
+    samples = openrouter.gauges([health], WitnessConfig(name="openrouter", kind="openrouter", url="http://x"))
     assert not [s for s in samples if s.labels.get("endpoint") == "azure/global"
                 and s.labels.get("window") in ("5m", "30m")]
 
@@ -180,7 +180,7 @@ def test_openrouter_bedrock_degraded_and_low_uptime_keeps_status() -> None:
 
 def test_openrouter_gauges_labels() -> None:
     health = openrouter.parse_body("anthropic/claude-sonnet-4.6")(capture(OR_CAPTURES["down"]))
-    w = WitnessConfig("openrouter", "openrouter", "http://x", providers=("Anthropic",))
+    w = WitnessConfig(name="openrouter", kind="openrouter", url="http://x", providers=("Anthropic",))
     samples = openrouter.gauges([health], w)
     status = {s.labels["endpoint"]: s.value for s in samples
               if s.metric is metrics.CROWD_ENDPOINT_STATUS}

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import attrs
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -132,8 +133,7 @@ async def test_failure_reasons(serve: Serve, ctx: ProbeContext, handler: Handler
     cfg = config(base)
     check = witness_check(cfg, "gcp_status")
     assert check.witness is not None
-    small = CheckConfig(**{**check.__dict__, "witness": check.witness.__class__(
-        **{**check.witness.__dict__, "max_body_bytes": 32_768})})
+    small = attrs.evolve(check, witness=attrs.evolve(check.witness, max_body_bytes=32_768))
     result = await dependency_probe(small, ctx)
     assert (result.success, result.reason) == (False, reason), result.error
     assert result.details["backoff_seconds"] > 0

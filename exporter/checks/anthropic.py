@@ -22,12 +22,12 @@ from exporter.checks.net.safejson import loads as safe_loads
 from exporter.checks.net.sse import Event
 
 if TYPE_CHECKING:
-    from exporter.config import CheckConfig
+    from exporter.config import AnthropicCheck
 
 PAID_MODES = frozenset({"messages"})
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: AnthropicCheck, ctx: ProbeContext) -> Result:
     run = ApiRun(check, ctx, "anthropic", paid=check.mode in PAID_MODES)
     headers = {"user-agent": USER_AGENT, "anthropic-version": check.anthropic_version,
                "accept": "application/json", **check.headers}

@@ -60,7 +60,7 @@ from exporter.checks.net.resolve import (
 )
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.net.resources import local_resource_error
-from exporter.config import CheckConfig, RRValidator
+from exporter.config import DnsCheck, RRValidator
 
 REASONS = ("dns", "validation", "connect", "tls", "timeout", "local_resources")
 PHASES = ("resolve", "connect", "request")
@@ -92,7 +92,7 @@ class Exchange:
     notes: list[str] = field(default_factory=list)  # for the probe's log
 
 
-def uses_messages(check: CheckConfig) -> bool:
+def uses_messages(check: DnsCheck) -> bool:
     """Whether the check needs the DNS response itself (else getaddrinfo may answer)."""
     return bool(check.resolver or check.record_type not in ADDRESS_TYPES
                 or check.valid_rcodes != ("NOERROR",) or check.validate_answer_rrs
@@ -100,7 +100,7 @@ def uses_messages(check: CheckConfig) -> bool:
                 or check.transport_protocol != "udp" or check.dns_over_tls)
 
 
-def query_name(check: CheckConfig) -> dns.name.Name:
+def query_name(check: DnsCheck) -> dns.name.Name:
     assert check.target is not None, "the config requires a target"
     target = strip_brackets(check.target)
     if check.record_type == "ptr":
@@ -126,7 +126,7 @@ def resolver_address(text: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if sep else default_port
 
 
-async def _servers(check: CheckConfig, exchange: Exchange) -> list[tuple[str, int]]:
+async def _servers(check: DnsCheck, exchange: Exchange) -> list[tuple[str, int]]:
     if check.resolver:
         host, port = resolver_address(check.resolver, 853 if check.dns_over_tls else 53)
         try:
@@ -143,7 +143,7 @@ async def _servers(check: CheckConfig, exchange: Exchange) -> list[tuple[str, in
     return [(str(ns), ports.get(str(ns), system.port)) for ns in system.nameservers]
 
 
-def _ssl_context(check: CheckConfig) -> ssl.SSLContext:
+def _ssl_context(check: DnsCheck) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=check.tls.ca_file)
     context.set_alpn_protocols(["dot"])
     if check.tls.insecure_skip_verify:
@@ -152,7 +152,7 @@ def _ssl_context(check: CheckConfig) -> ssl.SSLContext:
     return context
 
 
-async def _exchange_one(check: CheckConfig, query: dns.message.Message, address: str, port: int,
+async def _exchange_one(check: DnsCheck, query: dns.message.Message, address: str, port: int,
                         allowed: float, phases: dict[str, float], notes: list[str],
                         ) -> dns.message.Message:
     """One query to one server over the check's transport; the phases are added up."""
@@ -197,7 +197,7 @@ async def _exchange_one(check: CheckConfig, query: dns.message.Message, address:
     return response
 
 
-async def _ask(check: CheckConfig, server: tuple[str, int], name: dns.name.Name,
+async def _ask(check: DnsCheck, server: tuple[str, int], name: dns.name.Name,
                allowed: float, exchange: Exchange) -> None:
     """Every query of the check (A and AAAA at once for ``any``) to one server."""
     address, port = server
@@ -227,7 +227,7 @@ async def _ask(check: CheckConfig, server: tuple[str, int], name: dns.name.Name,
     exchange.server = where
 
 
-async def _query(check: CheckConfig, exchange: Exchange, deadline: float) -> None:
+async def _query(check: DnsCheck, exchange: Exchange, deadline: float) -> None:
     loop = asyncio.get_running_loop()
     name = query_name(check)
     servers = await _servers(check, exchange)
@@ -246,7 +246,7 @@ async def _query(check: CheckConfig, exchange: Exchange, deadline: float) -> Non
                 raise
 
 
-async def _system(check: CheckConfig, exchange: Exchange) -> None:
+async def _system(check: DnsCheck, exchange: Exchange) -> None:
     assert check.target is not None, "the config requires a target"
     ip_protocol = {"a": "ip4", "aaaa": "ip6", "any": "auto"}[check.record_type]
     try:
@@ -297,7 +297,7 @@ def _records(response: dns.message.Message, rdtype: dns.rdatatype.RdataType) -> 
             for rdata in rrset]
 
 
-def _check(check: CheckConfig, exchange: Exchange) -> None:
+def _check(check: DnsCheck, exchange: Exchange) -> None:
     """Raise DnsError unless the responses pass every check; fills ``exchange.records``."""
     wanted = RDTYPES[check.record_type]
     rcodes: list[str] = []
@@ -344,7 +344,7 @@ def _message_gauges(exchange: Exchange, succeeded: bool) -> list[Sample]:
     return gauges
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: DnsCheck, ctx: ProbeContext) -> Result:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget(check)

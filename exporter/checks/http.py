@@ -55,7 +55,7 @@ from exporter.checks.net.safejson import loads as safe_loads
 from exporter.checks.net.targets import TargetError, check_target
 
 if TYPE_CHECKING:
-    from exporter.config import CheckConfig, JsonCondition
+    from exporter.config import HttpCheck, JsonCondition
 
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -84,7 +84,7 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
     timing = Timing()
     seen = _Outcome()
     lines: list[str] = []
@@ -226,7 +226,7 @@ def _gauges(seen: _Outcome, timing: Timing) -> tuple[Sample, ...]:
     return tuple(out)
 
 
-def _next_hop(check: CheckConfig, url: str, status: int, location: str, method: str,
+def _next_hop(check: HttpCheck, url: str, status: int, location: str, method: str,
               body: bytes | None, headers: dict[str, str], key_header: str,
               seen: _Outcome) -> tuple[str, str, bytes | None]:
     """The request a redirect asks for, after the checks aiohttp and blackbox make."""
@@ -260,7 +260,7 @@ def _next_hop(check: CheckConfig, url: str, status: int, location: str, method: 
     return target, method, body
 
 
-def _header_problem(check: CheckConfig, headers: Any) -> tuple[str, str, bool]:
+def _header_problem(check: HttpCheck, headers: Any) -> tuple[str, str, bool]:
     """(reason, message, a regexp failed) for the header matchers; ("", "", False) if fine."""
     for spec in check.fail_if_header_matches:
         values = headers.getall(spec.header, [])
@@ -280,7 +280,7 @@ def _header_problem(check: CheckConfig, headers: Any) -> tuple[str, str, bool]:
     return "", "", False
 
 
-def _body_problem(check: CheckConfig, body: bytes) -> tuple[str, str, bool]:
+def _body_problem(check: HttpCheck, body: bytes) -> tuple[str, str, bool]:
     """(reason, message, a regexp failed) for the body matchers; ("", "", False) if fine."""
     must_not = (*check.fail_if_body_matches_regexp,
                 *((check.body_not_regex,) if check.body_not_regex else ()))

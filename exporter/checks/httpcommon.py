@@ -42,7 +42,7 @@ from exporter.secrets import REDACTED as REDACTED  # re-exported for callers of 
 from exporter.secrets import scrub as scrub  # the one scrubber, re-exported
 
 if TYPE_CHECKING:
-    from exporter.config import CheckConfig
+    from exporter.config import ApiCheck, CheckBase
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # bodies beyond this are not read (http: bad_response)
 MAX_ERROR_BODY_BYTES = 256 * 1024
@@ -82,7 +82,7 @@ KNOWN_ERROR_TYPES = frozenset({
     "insufficient_quota", "server_error", "service_unavailable_error", "request_forbidden",
 })
 
-def own_deadline(check: CheckConfig) -> float:
+def own_deadline(check: CheckBase) -> float:
     """A little under the scheduler's timeout, so the prober reports "timeout" itself."""
     return max(check.timeout * 0.9, check.timeout - 0.5)
 
@@ -214,7 +214,7 @@ class ApiRun:
     or ``self.fail(...)``; ``reject`` classifies an error response.
     """
 
-    def __init__(self, check: CheckConfig, ctx: ProbeContext, flavor: str, *, paid: bool) -> None:
+    def __init__(self, check: ApiCheck, ctx: ProbeContext, flavor: str, *, paid: bool) -> None:
         self.check = check
         self.ctx = ctx
         self.flavor = flavor

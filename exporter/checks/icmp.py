@@ -63,7 +63,7 @@ from exporter import metrics as m
 from exporter.checks.base import ProbeContext, Result, Sample, failure
 from exporter.checks.net import icmp_mode
 from exporter.checks.net.resolve import ResolveError, address_hash, budget, ip_version, resolve
-from exporter.config import CheckConfig
+from exporter.config import IcmpCheck
 
 REASONS = ("dns", "timeout", "loss", "unreachable", "permission", "local_resources")
 REPLY_WAIT = 2.0  # seconds to wait for replies after the last request
@@ -397,7 +397,7 @@ async def ping(address: str, count: int, interval: float, payload_size: int,
     return run
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: IcmpCheck, ctx: ProbeContext) -> Result:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget(check)

@@ -21,12 +21,12 @@ from exporter.checks.net.safejson import loads as safe_loads
 from exporter.checks.net.sse import Event
 
 if TYPE_CHECKING:
-    from exporter.config import CheckConfig
+    from exporter.config import OpenAICheck
 
 PAID_MODES = frozenset({"chat"})
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: OpenAICheck, ctx: ProbeContext) -> Result:
     run = ApiRun(check, ctx, "openai", paid=check.mode in PAID_MODES)
     headers = {"user-agent": USER_AGENT, "accept": "application/json", **check.headers}
     if (refused := run.credentials(headers)) is not None:

@@ -20,7 +20,7 @@ import time
 from exporter import metrics as m
 from exporter.checks.base import ProbeContext, Result, Sample
 from exporter.checks.net.connect import Attempt, PhaseError, connect_failure, run, where
-from exporter.config import CheckConfig
+from exporter.config import TcpCheck
 
 REASONS = ("dns", "connect", "timeout", "local_resources")
 
@@ -61,7 +61,7 @@ async def connect_and_close(address: str, port: int, limit: float) -> float:
         sock.close()
 
 
-async def _connect_only(check: CheckConfig, address: str, port: int, limit: float,
+async def _connect_only(check: TcpCheck, address: str, port: int, limit: float,
                         ctx: ProbeContext) -> Attempt:
     attempt = Attempt(address)
     try:
@@ -76,5 +76,5 @@ async def _connect_only(check: CheckConfig, address: str, port: int, limit: floa
     return attempt
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: TcpCheck, ctx: ProbeContext) -> Result:
     return await run(check, ctx, _connect_only)

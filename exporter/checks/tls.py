@@ -35,13 +35,13 @@ from exporter.checks.net.httpclient import (
     tls_context,
 )
 from exporter.checks.net.resolve import split_host_port
-from exporter.config import CheckConfig
+from exporter.config import TlsCheck
 
 REASONS = ("dns", "connect", "timeout", "tls", "local_resources")
 __all__ = ["TLS_VERSIONS", "not_after", "peer_chain", "probe"]
 
 
-async def _handshake(check: CheckConfig, address: str, port: int, limit: float,
+async def _handshake(check: TlsCheck, address: str, port: int, limit: float,
                      ctx: ProbeContext) -> Attempt:
     attempt = Attempt(address)
     assert check.target is not None
@@ -112,5 +112,5 @@ async def _handshake(check: CheckConfig, address: str, port: int, limit: float,
     return attempt
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def probe(check: TlsCheck, ctx: ProbeContext) -> Result:
     return await run(check, ctx, _handshake)

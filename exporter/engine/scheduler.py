@@ -109,12 +109,7 @@ class Scheduler:
         self.tasks.clear()
 
     def memo_for(self, check: CheckConfig) -> dict[str, object]:
-        memo = self.memos.setdefault(check.key, {})
-        if check.kind == "statuspage" and self.config is not None:
-            upstream = self.config.upstream(check.upstream)
-            if upstream is not None:
-                memo["statuspage_options"] = upstream.statuspage
-        return memo
+        return self.memos.setdefault(check.key, {})
 
     async def _loop(self, check: CheckConfig, first: float, phase: float) -> None:
         loop = asyncio.get_running_loop()
@@ -251,9 +246,9 @@ def clean_result(result: Result, labels: bool) -> Result:
     return replace(result, **changes) if changes else result  # type: ignore[arg-type]
 
 
-def _identity(check: CheckConfig) -> tuple[str, str | None, str | None, str]:
+def _identity(check: CheckConfig) -> tuple[str, str | None, str]:
     """What a check's memo (ETag, previous answer, budget) belongs to."""
-    return (check.kind, check.url, check.target, check.mode)
+    return (check.kind, check.address, check.mode)
 
 
 def keys(checks: Iterable[CheckConfig]) -> set[tuple[str, str]]:

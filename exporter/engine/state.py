@@ -16,7 +16,7 @@ from typing import Any
 
 from exporter import metrics as m
 from exporter.checks.base import Result, Sample
-from exporter.config import POLLED_KINDS, CheckConfig, Config, VerdictConfig
+from exporter.config import POLLED_KINDS, ApiCheck, CheckConfig, Config, VerdictConfig
 
 LabelValues = tuple[str, ...]
 
@@ -110,7 +110,8 @@ class CheckState:
             elif name == "kind":
                 values.append(self.check.kind)
             elif name == "model":
-                values.append(str(extra.get("model") or self.check.model or ""))
+                model = self.check.model if isinstance(self.check, ApiCheck) else None
+                values.append(str(extra.get("model") or model or ""))
             else:
                 values.append(str(extra.get(name, "")))
         return tuple(values)

@@ -27,7 +27,7 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": check.name,
         "kind": check.kind,
-        "target": check.url or check.target or "",
+        "target": check.address or "",
         "component": check.component,
         "interval_seconds": check.interval,
         "runs": state.runs,
@@ -35,7 +35,7 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
         "down": state.down,
         "path": network_path(check),  # direct, or proxy (docs/network.md)
     }
-    if check.kind in ("anthropic", "openai"):
+    if check.mode:
         out["mode"] = check.mode
     if last is None:
         out.update(result="pending", success=None, reason="", error="", age_seconds=None,

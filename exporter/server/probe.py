@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import attrs
 import yaml
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -45,10 +46,7 @@ from exporter.checks.net.httpclient import Clients
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.net.resources import local_resource_error
 from exporter.checks.net.targets import TargetError, check_resolved, check_target
-from exporter.config import (
-    TARGET_KEY,
-    CheckConfig,
-)
+from exporter.config import CheckConfig, HttpCheck
 from exporter.engine.probers import PROBERS
 from exporter.engine.scheduler import clean_result
 from exporter.engine.state import Histogram
@@ -137,11 +135,6 @@ def render(result: Result, accept: str = "") -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-# Fields whose config key is spelled otherwise (the secrets' sources are names and paths,
-# never the secrets themselves).
-CONFIG_KEYS = {"tls": "tls_config"}
-
-
 def _plain(value: Any) -> Any:
     """A config value as YAML can show it: nested settings as mappings without unset keys."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -156,17 +149,18 @@ def _plain(value: Any) -> Any:
 
 def module_yaml(module: CheckConfig) -> str:
     """The module's settings that differ from the defaults; header values are hidden."""
-    defaults = CheckConfig(upstream=module.upstream, name=module.name, kind=module.kind)
+    defaults = type(module)(upstream=module.upstream, name=module.name, kind=module.kind)
     out: dict[str, Any] = {"kind": module.kind}
-    for f in dataclasses.fields(module):
-        if f.name in ("upstream", "name", "kind"):
+    # The secrets' sources are names and paths, never the secrets themselves.
+    for f in attrs.fields(type(module)):
+        if f.name in ("upstream", "name", "kind") or f.metadata.get("internal"):
             continue
         value = getattr(module, f.name)
         if value == getattr(defaults, f.name):
             continue
         if f.name == "headers":
             value = {k: "<hidden>" for k in value}
-        out[CONFIG_KEYS.get(f.name, f.name)] = _plain(value)
+        out[f.metadata.get("key") or f.name] = _plain(value)
     text: str = yaml.safe_dump({module.name: out}, sort_keys=False, default_flow_style=False)
     return text
 
@@ -187,11 +181,10 @@ def debug_page(module: CheckConfig, target: str, limit: float, result: Result,
 
 def probe_check(module: CheckConfig, target: str, limit: float) -> CheckConfig:
     """The module's config for one run against ``target`` within ``limit`` seconds."""
-    changes: dict[str, Any] = {TARGET_KEY[module.kind]: target, "timeout": limit,
-                               "upstream": "probe"}
-    if module.has_secret:
+    changes: dict[str, Any] = {module.TARGET_KEY: target, "timeout": limit, "upstream": "probe"}
+    if isinstance(module, HttpCheck) and module.has_secret:
         changes["follow_redirects"] = False  # never carry an API key to another host
-    return dataclasses.replace(module, **changes)
+    return attrs.evolve(module, **changes)
 
 
 class PreparedTargets:

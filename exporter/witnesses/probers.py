@@ -12,7 +12,7 @@ from typing import Any
 
 from exporter.checks.base import ProbeContext, Result, Sample
 from exporter.checks.net.httpclient import Transport
-from exporter.config import CheckConfig, WitnessConfig
+from exporter.config import PolledCheck, WitnessConfig
 from exporter.witnesses import aws, azure, dependencies, feed, gcp, openrouter
 
 DEPENDENCY_PARSERS = {"gcp_status": gcp.parse_body, "aws_health": aws.parse_body,
@@ -21,8 +21,8 @@ DETAIL_INCIDENTS = "incidents"  # details key: tuple of the open CloudIncidents 
 DETAIL_MODELS = "models"  # details key: tuple of ModelHealth, one per configured model
 
 
-def _witness(check: CheckConfig) -> WitnessConfig:
-    if check.witness is None:  # only a hand-made CheckConfig lacks it
+def _witness(check: PolledCheck) -> WitnessConfig:
+    if check.witness is None:  # only a hand-made PolledCheck lacks it
         return WitnessConfig(name=check.name, kind=check.kind, url=check.url or "",
                              interval=check.interval, timeout=check.timeout)
     return check.witness
@@ -32,7 +32,7 @@ def transport_of(witness: WitnessConfig) -> Transport:
     return Transport(witness.proxy, witness.tls, witness.basic_auth, witness.authorization)
 
 
-async def dependency_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def dependency_probe(check: PolledCheck, ctx: ProbeContext) -> Result:
     """The prober for the dependency kinds: one feed, filtered by services and regions."""
     witness = _witness(check)
     accept = feed.ACCEPT_JSON if witness.kind == "gcp_status" else (
@@ -58,7 +58,7 @@ async def dependency_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
                            transport=transport_of(witness))
 
 
-async def crowd_probe(check: CheckConfig, ctx: ProbeContext) -> Result:
+async def crowd_probe(check: PolledCheck, ctx: ProbeContext) -> Result:
     """The prober for kind ``openrouter``: one request per configured model."""
     witness = _witness(check)
     requests = [feed.Request(openrouter.endpoints_url(witness.url, model), feed.ACCEPT_JSON,

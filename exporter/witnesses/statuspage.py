@@ -73,7 +73,7 @@ from exporter.checks.net.httpclient import (
 from exporter.checks.net.retryafter import CAP_SECONDS, parse_retry_after
 from exporter.checks.net.safejson import clean
 from exporter.checks.net.safejson import loads as safe_loads
-from exporter.config import CheckConfig, StatuspageConfig
+from exporter.config import PolledCheck, StatuspageConfig
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 64 * 1024
@@ -98,7 +98,6 @@ ALIASES = {
 TOP_LEVEL_KEYS = ("page", "status", "components", "incidents", "scheduled_maintenances")
 
 # Memo keys: kept between polls of the same check.
-MEMO_OPTIONS = "statuspage_options"  # a StatuspageConfig, set by the scheduler
 MEMO_ETAG = "statuspage_etag"
 MEMO_LAST_MODIFIED = "statuspage_last_modified"
 MEMO_PAGE = "statuspage_page"  # the last parsed, unfiltered Page (reused on 304)
@@ -515,10 +514,10 @@ class _Fetched:
     last_modified: str | None
 
 
-async def probe(check: CheckConfig, ctx: ProbeContext) -> Result:
-    """The prober for kind ``statuspage``; options come from ``ctx.memo["statuspage_options"]``."""
-    options = ctx.memo.get(MEMO_OPTIONS)
-    if not isinstance(options, StatuspageConfig):
+async def probe(check: PolledCheck, ctx: ProbeContext) -> Result:
+    """The prober for kind ``statuspage``: the page's own settings travel with the check."""
+    options = check.statuspage
+    if options is None:  # a check made by hand (tests, /probe): its network settings alone
         options = StatuspageConfig(url=check.url or "", interval=check.interval,
                                    timeout=check.timeout, proxy=check.proxy, tls=check.tls,
                                    basic_auth=check.basic_auth,

@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter import metrics as m
 from exporter.checks.base import ProbeContext, Result, Sample, failure
@@ -26,7 +27,7 @@ from exporter.checks.net.resolve import (
 )
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.net.resources import local_resource_error
-from exporter.config import CheckConfig
+from exporter.config import TcpCheck, TlsCheck
 
 CLOSE_WAIT = 0.5  # seconds to wait for a polite close before abandoning the connection
 
@@ -96,10 +97,11 @@ def where(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-Connector = Callable[[CheckConfig, str, int, float, ProbeContext], Awaitable[Attempt]]
+C = TypeVar("C", TcpCheck, TlsCheck)
 
 
-async def run(check: CheckConfig, ctx: ProbeContext, connector: Connector) -> Result:
+async def run(check: C, ctx: ProbeContext,
+              connector: Callable[[C, str, int, float, ProbeContext], Awaitable[Attempt]]) -> Result:
     """Resolve, then run ``connector`` on one address or, with per_address, on all of them.
 
     Shared by tcp and tls: the connector does the per-address work and its own timing.
@@ -165,7 +167,7 @@ def _fixed_lookup_gauges(addresses: tuple[str, ...], address: str) -> tuple[Samp
     return _make_lookup_gauges(addresses, 0.0, address)
 
 
-def _result(check: CheckConfig, start: float, resolved: Resolved,
+def _result(check: TcpCheck | TlsCheck, start: float, resolved: Resolved,
             attempts: list[Attempt]) -> Result:
     primary = attempts[0]
     gauges = [*_lookup_gauges(resolved, primary.address), *primary.gauges]

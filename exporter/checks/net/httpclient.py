@@ -45,12 +45,12 @@ from exporter.checks.base import Sample
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.net.resources import local_resource_error
 from exporter.config import (
-    CROWD_KINDS,
-    DEPENDENCY_KINDS,
     CheckConfig,
+    PolledCheck,
     ProxyConfig,
     SecretRef,
     TlsConfig,
+    WebCheck,
 )
 from exporter.secrets import SECRETS
 
@@ -66,8 +66,6 @@ MAX_HEADERS = 200  # with 64 KiB a field, a head of at most ~12.5 MiB, near Go's
 TRANSPORT_REASONS = ("dns", "connect", "tls", "timeout", "proxy", "http2_only", "bad_response",
                      LOCAL_RESOURCES)  # out of file descriptors or buffers: ours
 PATHS = ("direct", "proxy")
-# The kinds whose exchanges are HTTP (so they can go through a proxy).
-HTTP_KINDS = frozenset({"http", "anthropic", "openai", "statuspage", *DEPENDENCY_KINDS, *CROWD_KINDS})
 TLS_VERSION_ENUM = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                     "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # blackbox_exporter's spelling, so its dashboards keep working.
@@ -414,7 +412,7 @@ def route(proxy: ProxyConfig, url: str | URL) -> Route:
 def network_path(check: CheckConfig) -> str:
     """``direct`` or ``proxy``: the path a check's packets take, for the verdict and
     /api/v1/status. Only kinds that speak HTTP can go through a proxy."""
-    if check.kind not in HTTP_KINDS or not check.url:
+    if not isinstance(check, WebCheck | PolledCheck) or not check.url:
         return "direct"
     return _path_of(check.url, check.proxy)
 
@@ -432,7 +430,7 @@ def _path_of(url: str, proxy: ProxyConfig) -> str:
 
 @dataclass(frozen=True)
 class Transport:
-    """The network settings of one poller that is not a CheckConfig (the witnesses' feeds)."""
+    """The network settings of one poller that is not a check (the witnesses' feeds)."""
 
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)

@@ -17,13 +17,8 @@ import re
 import socket
 from urllib.parse import urlsplit
 
-from exporter.config import (
-    TARGET_KEY,
-    CheckConfig,
-    parse_host,
-    parse_host_port,
-    parse_url,
-)
+from exporter.config import CheckConfig, TargetCheck
+from exporter.config.values import parse_host, parse_host_port, parse_url
 
 HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
                        r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
@@ -74,8 +69,7 @@ def _split_host(netloc: str, has_port: bool) -> str:
 
 
 def _pattern_host_of(module: CheckConfig, pattern: str) -> str:
-    key = TARGET_KEY[module.kind]
-    if key == "url":
+    if module.TARGET_KEY == "url":
         return _split_host(_pattern_netloc(pattern), True)
     return _split_host(pattern, module.kind in ("tcp", "tls"))
 
@@ -100,7 +94,7 @@ def check_target(module: CheckConfig, target: str) -> str | None:
                                               "characters")
     if any(c.isspace() or not c.isprintable() for c in target):
         raise TargetError(400, "bad_request", "target contains spaces or control characters")
-    key = TARGET_KEY[module.kind]
+    key = module.TARGET_KEY
     try:
         if key == "url":
             parse_url(target)
@@ -135,15 +129,15 @@ def _could_resolve_into(module: CheckConfig, target: str, name: str) -> bool:
         pattern_host = _pattern_host_of(module, pattern)
         if is_address_pattern(pattern_host):
             stand_in = _replace_host(module, target, name, pattern_host)
-            host = urlsplit(stand_in).netloc if TARGET_KEY[module.kind] == "url" else stand_in
-            if glob_match(stand_in, pattern) and (TARGET_KEY[module.kind] != "url" or glob_match(
+            host = urlsplit(stand_in).netloc if module.TARGET_KEY == "url" else stand_in
+            if glob_match(stand_in, pattern) and (module.TARGET_KEY != "url" or glob_match(
                     host, _pattern_netloc(pattern))):
                 return True
     return False
 
 
 def _allowed(module: CheckConfig, target: str, host: str, literal: bool) -> bool:
-    key = TARGET_KEY[module.kind]
+    key = module.TARGET_KEY
     for pattern in module.allowed_targets:
         if not literal and is_address_pattern(_pattern_host_of(module, pattern)):
             continue  # an address pattern never matches a name as text
@@ -168,8 +162,8 @@ async def check_resolved(module: CheckConfig, target: str, name: str) -> None:
     """Raise TargetError unless every address ``name`` resolves to, put in its place in
     ``target``, is allowed by the module's address patterns."""
     loop = asyncio.get_running_loop()
-    family = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}.get(module.ip_protocol,
-                                                                  socket.AF_UNSPEC)
+    protocol = module.ip_protocol if isinstance(module, TargetCheck) else "auto"
+    family = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6}.get(protocol, socket.AF_UNSPEC)
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT):
             infos = await loop.getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM)
@@ -183,14 +177,14 @@ async def check_resolved(module: CheckConfig, target: str, name: str) -> None:
         spelled = f"[{address}]" if ":" in address and module.kind not in ("icmp", "dns") \
             else address
         candidate = _replace_host(module, target, name, spelled)
-        host = urlsplit(candidate).netloc if TARGET_KEY[module.kind] == "url" else candidate
+        host = urlsplit(candidate).netloc if module.TARGET_KEY == "url" else candidate
         if not _allowed(module, candidate, host, literal=True):
             raise _refused(module, target, f" ({name!r} resolves to {address}, which no "
                                            "address pattern allows)")
 
 
 def _replace_host(module: CheckConfig, target: str, name: str, address: str) -> str:
-    if TARGET_KEY[module.kind] == "url":
+    if module.TARGET_KEY == "url":
         parts = urlsplit(target)
         netloc = address + (f":{parts.port}" if parts.port is not None else "")
         return parts._replace(netloc=netloc).geturl()
