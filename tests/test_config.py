@@ -371,3 +371,10 @@ def test_a_background_check_does_not_take_allowed_targets() -> None:
     found = errors(BASE + "    checks:\n      - {name: t, kind: tcp, target: '127.0.0.1:1', "
                           "allowed_targets: [x]}\n")
     assert found[0].startswith("c.yml:5: upstreams.claude.checks[0].allowed_targets: unknown key")
+
+
+def test_a_keyed_module_may_leave_the_port_open_on_an_exact_host() -> None:
+    config = cfg.load_text("modules:\n  api:\n    kind: anthropic\n    mode: models\n"
+                           "    api_key_env: K\n    allowed_targets: ['https://api.example.com:*']\n",
+                           "c.yml")
+    assert config.modules["api"].allowed_targets == ("https://api.example.com:*",)

@@ -40,6 +40,7 @@ from exporter.config.values import (
     parse_name,
     parse_proxy,
     parse_tls_config,
+    pattern_host,
     show,
 )
 from exporter.config.yamldoc import MAX_CONFIG_BYTES, Document, parse_yaml
@@ -204,7 +205,8 @@ class _Loader:
                                  "which targets it may reach)")
         elif has_key:
             for i, pattern in enumerate(check.allowed_targets):
-                host = _pattern_host(pattern)
+                host = pattern_host(pattern, url=check.TARGET_KEY == "url",
+                                    has_port=check.kind in ("tcp", "tls"))
                 if "*" in host or "?" in host:
                     self.doc.error((*path, "allowed_targets", i),
                                    "a module that carries an API key may only name exact hosts, "
@@ -388,11 +390,6 @@ def _has_default(model: type[CheckBase], field_name: str) -> bool:
 
 def _own_scheme(kind: str) -> str:
     return "bearer" if kind == "openai" else "x-api-key"
-
-
-def _pattern_host(pattern: str) -> str:
-    rest = pattern.split("://", 1)[-1]
-    return rest.split("/", 1)[0]
 
 
 def per_model(check: CheckConfig) -> list[CheckConfig]:

@@ -492,3 +492,28 @@ def parse_openrouter_models(value: Any) -> tuple[str, ...]:
             raise ValueError(f'must be OpenRouter model ids such as "anthropic/claude-sonnet-4.6" '
                              f"(got {show(model)})")
     return models
+
+
+# -- the host of an allowed_targets pattern ----------------------------------------------------
+
+
+def pattern_netloc(pattern: str) -> str:
+    """``host[:port]`` of a URL pattern (its scheme, path, query and fragment cut off)."""
+    rest = pattern.split("://", 1)[-1]
+    return re.split(r"[/?#]", rest, maxsplit=1)[0]
+
+
+def split_host(netloc: str, has_port: bool) -> str:
+    """The host of ``host:port`` (``[v6]:port``), or of a bare host when ``has_port`` is
+    false."""
+    if not has_port:
+        return netloc
+    if netloc.startswith("["):
+        return netloc[: netloc.find("]") + 1] if "]" in netloc else netloc
+    return netloc.rpartition(":")[0] if ":" in netloc else netloc
+
+
+def pattern_host(pattern: str, url: bool, has_port: bool) -> str:
+    """The host part of an allowed_targets pattern: of a URL for the kinds that take one,
+    of ``host:port`` for tcp and tls, the whole pattern for icmp and dns."""
+    return split_host(pattern_netloc(pattern), True) if url else split_host(pattern, has_port)

@@ -18,7 +18,7 @@ import socket
 from urllib.parse import urlsplit
 
 from exporter.config import CheckConfig, TargetCheck
-from exporter.config.values import parse_host, parse_host_port, parse_url
+from exporter.config.values import parse_host, parse_host_port, parse_url, pattern_host, pattern_netloc
 
 HOST_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
                        r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
@@ -58,20 +58,8 @@ _ADDRESS4_PATTERN = re.compile(r"^[0-9.*?]*[0-9][0-9.*?]*$")
 _ADDRESS6_PATTERN = re.compile(r"^\[?[0-9A-Fa-f:.*?]*:[0-9A-Fa-f:.*?]*\]?$")
 
 
-def _split_host(netloc: str, has_port: bool) -> str:
-    """The host of ``host:port`` (``[v6]:port``), or of a bare host when ``has_port`` is
-    false."""
-    if not has_port:
-        return netloc
-    if netloc.startswith("["):
-        return netloc[: netloc.find("]") + 1] if "]" in netloc else netloc
-    return netloc.rpartition(":")[0] if ":" in netloc else netloc
-
-
 def _pattern_host_of(module: CheckConfig, pattern: str) -> str:
-    if module.TARGET_KEY == "url":
-        return _split_host(_pattern_netloc(pattern), True)
-    return _split_host(pattern, module.kind in ("tcp", "tls"))
+    return pattern_host(pattern, url=module.TARGET_KEY == "url", has_port=module.kind in ("tcp", "tls"))
 
 
 def is_address_pattern(host: str) -> bool:
@@ -131,7 +119,7 @@ def _could_resolve_into(module: CheckConfig, target: str, name: str) -> bool:
             stand_in = _replace_host(module, target, name, pattern_host)
             host = urlsplit(stand_in).netloc if module.TARGET_KEY == "url" else stand_in
             if glob_match(stand_in, pattern) and (module.TARGET_KEY != "url" or glob_match(
-                    host, _pattern_netloc(pattern))):
+                    host, pattern_netloc(pattern))):
                 return True
     return False
 
@@ -143,7 +131,7 @@ def _allowed(module: CheckConfig, target: str, host: str, literal: bool) -> bool
             continue  # an address pattern never matches a name as text
         if not glob_match(target, pattern):
             continue
-        if key == "url" and not glob_match(host, _pattern_netloc(pattern)):
+        if key == "url" and not glob_match(host, pattern_netloc(pattern)):
             continue
         return True
     return False
@@ -205,7 +193,4 @@ def glob_match(text: str, pattern: str) -> bool:
     return _glob(pattern).fullmatch(text) is not None
 
 
-def _pattern_netloc(pattern: str) -> str:
-    rest = pattern.split("://", 1)[-1]
-    return re.split(r"[/?#]", rest, maxsplit=1)[0]
 
