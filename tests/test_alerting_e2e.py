@@ -417,6 +417,12 @@ def api_runs(exporter: Exporter) -> tuple[int, int]:
     return int(runs), int(failures)
 
 
+def api_interval(exporter: Exporter) -> float:
+    status = json.loads(exporter.get("/api/v1/status")[1])
+    api = next(c for u in status["upstreams"] for c in u["checks"] if c["name"] == "api")
+    return float(api["interval_seconds"])
+
+
 def first_failed_request(exporter: Exporter) -> float | None:
     """Wall-clock start of the api check's latest run, if that run failed."""
     status = json.loads(exporter.get("/api/v1/status")[1])
@@ -446,13 +452,30 @@ def test_shipped_settings_page_within_90_seconds_and_one_failed_run_never_pages(
 
         # One failed run: the API fails for less than one check interval, so at most one run
         # fails; retried until exactly one did. It must never page.
+        # Runs are due at fixed multiples of the interval (no jitter), so the blip is lined up
+        # with the schedule: right after a run finishes the next is one interval away; the blip
+        # starts half an interval later and ends as soon as that run has failed. (A blip begun
+        # at a random moment misses every run one time in five, and a retry begun right after
+        # the runs it waited for misses the next run every time.)
+        interval = api_interval(exporter)
         seen = []
         for _ in range(5):
+            ran = api_runs(exporter)
+            wait_until(lambda r=ran: api_runs(exporter)[0] > r[0], 2 * interval + 10,
+                       "an api run", 0.05)
             before = api_runs(exporter)
+            time.sleep(interval / 2)
             sim.set_scenario("api_outage_unacknowledged")
-            time.sleep(8.0)  # shorter than the 10 s interval: at most one run starts meanwhile
-            sim.set_scenario("operational")
-            wait_until(lambda b=before: api_runs(exporter)[0] >= b[0] + 2, 30, "two more runs")
+            try:
+                # Less than the interval: at most one run starts while the API fails.
+                wait_until(lambda b=before: api_runs(exporter)[1] > b[1], 0.8 * interval,
+                           "a failed run", 0.05)
+            except AssertionError:
+                pass  # the run came late; the counts below say what happened
+            finally:
+                sim.set_scenario("operational")
+            wait_until(lambda b=before: api_runs(exporter)[0] >= b[0] + 2, 3 * interval,
+                       "two more runs")
             after = api_runs(exporter)
             seen.append((after[0] - before[0], after[1] - before[1]))
             if after[1] - before[1] == 1:
