@@ -378,3 +378,12 @@ def test_a_keyed_module_may_leave_the_port_open_on_an_exact_host() -> None:
                            "    api_key_env: K\n    allowed_targets: ['https://api.example.com:*']\n",
                            "c.yml")
     assert config.modules["api"].allowed_targets == ("https://api.example.com:*",)
+
+
+@pytest.mark.parametrize("model", [cfg.HttpCheck, cfg.AnthropicCheck, cfg.OpenAICheck])
+def test_a_check_shown_in_a_log_or_traceback_names_no_setting(model: type) -> None:
+    check = model(kind="x", name="n", upstream="u", url="https://gw.test/", api_key_env="KEY_VAR",
+                  headers={"X-Team": "secret-team"},
+                  basic_auth=cfg.SecretRef("user", file="/run/pw"))
+    for text in (repr(check), str(check), f"{check!r}"):
+        assert text == f"{model.__name__}(u/n, kind=x)"
