@@ -28,6 +28,9 @@ FIXTURES = SHARED / "fixtures" / "statuspage"  # real captures: conformance test
 OWN_FIXTURES = ROOT / "tests" / "fixtures"  # written by this project, in the real formats
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXPORTER = shutil.which("claude-status-exporter", path=str(Path(sys.executable).parent)) or "claude-status-exporter"
+# For a subprocess given a bare environment: PYTHONPATH, when set, picks the checkout under test
+# (the console script otherwise imports whichever checkout the package was installed from).
+PYTHONPATH_ENV = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def require(condition: bool, why: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPORTER
+from tests.conftest import EXPORTER, PYTHONPATH_ENV
 
 KEY = "sk-ant-api03-TESTSECRET-9f8e7d6c5b4a39281706"
 KEY_ENV = "SECRET_TEST_KEY"
@@ -73,6 +73,7 @@ def test_check_command_output_never_shows_the_key(run_simulator, tmp_path: Path)
     path.write_text(config(sim, f"api_key_env: {KEY_ENV}"))
     for output in ("table", "json"):
         proc = subprocess.run([EXPORTER, "check", f"--config.file={path}", f"--output={output}", "--log.level=debug"],
-                              capture_output=True, text=True, timeout=60, env={KEY_ENV: KEY, "PATH": "/usr/bin:/bin"})
+                              capture_output=True, text=True, timeout=60,
+                              env={KEY_ENV: KEY, "PATH": "/usr/bin:/bin", **PYTHONPATH_ENV})
         assert KEY not in proc.stdout + proc.stderr
         assert "auth" in proc.stdout

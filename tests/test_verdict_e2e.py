@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import EXPORTER, Scrape
+from tests.conftest import EXPORTER, PYTHONPATH_ENV, Scrape
 
 KEY_ENV = "VERDICT_TEST_KEY"
 KEY = "sk-ant-test-verdict-0123456789abcdef"
@@ -110,7 +110,7 @@ def test_check_command_prints_a_table_and_exits_by_verdict(run_simulator, tmp_pa
     path = tmp_path / "c.yml"
     path.write_text(config(sim, api_mode="models"))
     proc = subprocess.run([EXPORTER, "check", f"--config.file={path}"], capture_output=True, text=True,
-                          timeout=30, env={"PATH": "/usr/bin:/bin", KEY_ENV: KEY})
+                          timeout=30, env={"PATH": "/usr/bin:/bin", KEY_ENV: KEY, **PYTHONPATH_ENV})
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"claude: {word}\n")
     assert "control targets:" in proc.stdout
