@@ -1,10 +1,10 @@
 """The prober contract: a prober is a plain async function ``(check, ctx) -> Result``.
 
 A prober never raises for a failing target: it returns ``Result(success=False, reason=...)``.
-The scheduler enforces the timeout and turns an unexpected exception into a failure with
-reason ``internal``. The generic series (probe_success, probe_duration_seconds, runs,
-failures, latency) are derived from the Result by the state store; probers only add their
-protocol-specific samples.
+The runner (``engine.probers.run_prober``, for the scheduler and /probe alike) enforces the
+timeout and turns an unexpected exception into a failure with reason ``internal``. The
+generic series (probe_success, probe_duration_seconds, runs, failures, latency) are derived
+from the Result by the state store; probers only add their protocol-specific samples.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ProbeContext:
     check (ETags, the previous DNS answer, the token budget) and is dropped when the check's
     config changes."""
 
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None  # the runtime's (None outside one)
     logger: logging.Logger
     memo: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)

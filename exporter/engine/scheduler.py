@@ -30,17 +30,14 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
 import aiohttp
 
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import Result
 from exporter.checks.net.httpclient import Clients
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.net.resources import local_resource_error
-from exporter.checks.net.safejson import clean
-from exporter.config import POLLED_KINDS, CheckConfig, Config
-from exporter.engine.probers import PROBERS
+from exporter.config import CheckConfig, Config
+from exporter.engine.probers import run_prober
 from exporter.engine.state import StateStore
 from exporter.secrets import SECRETS
 
@@ -164,47 +161,27 @@ class Scheduler:
                      extra={"check": check.name})
 
     async def run_once(self, check: CheckConfig, memo: dict[str, object] | None = None) -> Result:
-        """Run one check with its timeout; never raises except on cancellation."""
+        """Run one check with its timeout, holding a descriptor slot; never raises except on
+        cancellation."""
         logger = logging.getLogger(f"exporter.check.{check.upstream}.{check.name}")
-        ctx = ProbeContext(self.session, logger, memo if memo is not None else {},
-                           secret=SECRETS.get, clients=self.clients)
-        prober = PROBERS.get(check.kind)
-        start = time.perf_counter()
-        if prober is None:
-            return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")
-        if self.slots is not None:
+        slots = self.slots
+        if slots is not None:
+            start = time.perf_counter()
             try:
                 async with asyncio.timeout(check.timeout):
-                    await self.slots.acquire()
+                    await slots.acquire()
             except TimeoutError:
                 return Result(False, time.perf_counter() - start, LOCAL_RESOURCES,
                               f"no file descriptor free within {check.timeout:g}s: "
                               f"{self.slots_total} runs already hold one (RLIMIT_NOFILE less "
                               f"{RESERVED_FDS} kept for the HTTP server); raise ulimit -n")
-            start = time.perf_counter()  # the wait is not the target's time: a full timeout
-        try:
-            async with asyncio.timeout(check.timeout):
-                result = await prober(check, ctx)
-        except TimeoutError:
-            result = Result(False, time.perf_counter() - start, "timeout",
-                            f"timed out after {check.timeout:g}s")
-        except Exception as exc:  # a prober bug must not kill the check's loop
-            local = local_resource_error(exc)
-            if local is not None:  # out of file descriptors: ours, and no bug
-                result = Result(False, time.perf_counter() - start, LOCAL_RESOURCES, local)
-            else:
-                self.crashed(check, "the prober", exc)
-                # A page that crashes the parser is a page we cannot read: "schema" in the
-                # SPEC's set.
-                reason = "schema" if check.kind in POLLED_KINDS else "internal"
-                result = Result(False, time.perf_counter() - start, reason,
-                                f"internal error: {exc.__class__.__name__}")
+        try:  # the wait for a slot is not the target's time: the prober gets a full timeout
+            result = await run_prober(check, self.session, logger, memo=memo,
+                                      clients=self.clients,
+                                      on_crash=lambda exc: self.crashed(check, "the prober", exc))
         finally:
-            if self.slots is not None:
-                self.slots.release()
-        if ctx.lines and not result.log:
-            result = replace(result, log=tuple(ctx.lines))
-        result = clean_result(result, labels=True)
+            if slots is not None:
+                slots.release()
         if not result.success:
             logger.debug("check failed", extra={"reason": result.reason,
                                                 "error": SECRETS.scrub(result.error)})
@@ -226,24 +203,6 @@ def _seconds(value: object) -> float:
     except ValueError:
         return 0.0
     return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
-
-
-def clean_result(result: Result, labels: bool) -> Result:
-    """``result`` with lone surrogates replaced in its error, its log and (``labels``) its
-    label values, whatever prober made it: such text cannot be encoded, so it would break
-    every later rendering. Status pages clean theirs while parsing."""
-    changes: dict[str, object] = {}
-    if not result.error.isascii() and (error := clean(result.error)) != result.error:
-        changes["error"] = error
-    if any(not line.isascii() for line in result.log):
-        changes["log"] = tuple(clean(line) for line in result.log)
-    if labels:
-        for name in ("gauges", "counters", "observations"):
-            samples: tuple[Sample, ...] = getattr(result, name)
-            if any(not v.isascii() for s in samples for v in s.labels.values()):
-                changes[name] = tuple(replace(s, labels={k: clean(v) for k, v in
-                                                         s.labels.items()}) for s in samples)
-    return replace(result, **changes) if changes else result  # type: ignore[arg-type]
 
 
 def _identity(check: CheckConfig) -> tuple[str, str | None, str]:

@@ -27,10 +27,8 @@ module does not allow, 429 when busy, 200 otherwise (the probe's own outcome is 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,14 +39,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result
-from exporter.checks.net.httpclient import Clients
-from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
-from exporter.checks.net.resources import local_resource_error
+from exporter.checks.base import Result
 from exporter.checks.net.targets import TargetError, check_resolved, check_target
 from exporter.config import CheckConfig, HttpCheck
-from exporter.engine.probers import PROBERS
-from exporter.engine.scheduler import clean_result
+from exporter.engine.probers import run_prober
 from exporter.engine.state import Histogram
 from exporter.exposition.collector import Families, histogram_buckets
 from exporter.runtime import Runtime
@@ -230,34 +224,6 @@ class PreparedTargets:
         return check, logger, name
 
 
-async def run_probe(check: CheckConfig, limit: float, session: Any, logger: logging.Logger,
-                    keep_log: bool = True, clients: Clients | None = None) -> Result:
-    """Run the prober of ``check`` (from probe_check) once; never raises except on cancel.
-    ``keep_log``: put the prober's log lines in the Result (copying it) if it did not."""
-    ctx = ProbeContext(session, logger, {}, secret=SECRETS.get, clients=clients)
-    start = time.perf_counter()
-    prober = PROBERS.get(check.kind)
-    if prober is None:
-        return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")
-    try:
-        async with asyncio.timeout(limit):
-            result = await prober(check, ctx)
-    except TimeoutError:
-        result = Result(False, time.perf_counter() - start, "timeout",
-                        f"timed out after {limit:g}s")
-    except Exception as exc:
-        if (local := local_resource_error(exc)) is not None:  # out of fds: ours, no bug
-            result = Result(False, time.perf_counter() - start, LOCAL_RESOURCES, local)
-        else:
-            logger.exception("prober crashed")
-            result = Result(False, time.perf_counter() - start, "internal",
-                            f"internal error: {exc.__class__.__name__}")
-    result = clean_result(result, labels=True)
-    if keep_log and ctx.lines and not result.log:
-        result = dataclasses.replace(result, log=tuple(ctx.lines))
-    return result
-
-
 @dataclasses.dataclass(frozen=True)
 class Answer:
     status: int
@@ -303,8 +269,8 @@ class ProbeEndpoint:
         try:
             if name is not None:  # allowed only if its addresses are: resolved on every request
                 await check_resolved(module, target, name)
-            result = await run_probe(check, timeout, runtime.session, logger, keep_log=debug,
-                                     clients=runtime.clients)
+            result = await run_prober(check, runtime.session, logger, keep_log=debug,
+                                      clients=runtime.clients)
         except TargetError as exc:
             return self._refusal(module_name, exc.outcome, exc.status, exc.message)
         finally:
