@@ -59,7 +59,7 @@ async def _fill(checks: int, runs: int) -> Runtime:
     runtime.state.sync(runtime.config)
     session = new_session()
     try:
-        scheduler = Scheduler(runtime.state, session)
+        scheduler = Scheduler(runtime.state, session, secrets=runtime.secrets)
         first = next(iter(runtime.state.checks.values())).check
         template = await scheduler.run_once(first, {})
         assert template.success, template.error

@@ -34,6 +34,7 @@ from exporter.engine.state import StateStore
 from exporter.engine.verdict import Verdicts
 from exporter.exposition.status import build
 from exporter.runtime import Runtime, new_session
+from exporter.secrets import Secrets
 from exporter.server.app import (
     RELOADERS_KEY,
     SERVER_LIMITS,
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] == "simulate":
         return simulate_main(args_list[1:])
     args = exporter_parser().parse_args(args_list)
-    logs.setup(args.log_level, args.log_format)
+    secrets = Secrets()  # the runtime's: what the checks read, the log never shows
+    logs.setup(args.log_level, args.log_format, secrets)
     if args.config_check:
         return config_check(args.config_file)
     try:
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        eventloop.run(serve(args, host, port), args.event_loop)
+        eventloop.run(serve(args, host, port, secrets), args.event_loop)
     except ConfigError as exc:
         print(f"invalid config, not starting:\n{exc}", file=sys.stderr)
         return 1
@@ -164,7 +166,8 @@ def config_check(path: str | None) -> int:
     return 0
 
 
-async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
+async def serve(args: argparse.Namespace, host: str | None, port: int,
+                secrets: Secrets) -> None:
     try:
         slow_clients = SlowClientGuard(parse_duration(args.read_header_timeout))
     except ValueError as exc:
@@ -179,7 +182,7 @@ async def serve(args: argparse.Namespace, host: str | None, port: int) -> None:
         demo = await demo_mod.start(args.demo_scenario)
         text = demo.config_text
         loader = lambda: load_text(text, "<demo>")  # noqa: E731
-    runtime = Runtime(loader, args.vantage)
+    runtime = Runtime(loader, args.vantage, secrets)
     if demo is not None:
         runtime.extra_status["demo"] = demo.describe()
     app = make_app(runtime, slow_clients)
@@ -245,9 +248,10 @@ def check_main(argv: Sequence[str]) -> int:
     parser.add_argument("--demo.scenario", dest="demo_scenario", default="operational",
                         choices=DEMO_SCENARIOS, metavar="SCENARIO")
     args = parser.parse_args(argv)
-    logs.setup(args.log_level if args.log_level != "info" else "warn", args.log_format)
+    secrets = Secrets()
+    logs.setup(args.log_level if args.log_level != "info" else "warn", args.log_format, secrets)
     try:
-        status = asyncio.run(_check_once(args))
+        status = asyncio.run(_check_once(args, secrets))
     except ConfigError as exc:
         print(f"invalid config:\n{exc}", file=sys.stderr)
         return 2
@@ -259,7 +263,7 @@ def check_main(argv: Sequence[str]) -> int:
     return max(EXIT_FOR.get(v, 1) for v in verdicts)
 
 
-async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
+async def _check_once(args: argparse.Namespace, secrets: Secrets) -> dict[str, Any]:
     demo = None
     if args.demo:
         demo = await demo_mod.start(args.demo_scenario)
@@ -276,7 +280,7 @@ async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
     state.sync(config)
     session = new_session()
     try:
-        scheduler = Scheduler(state, session)
+        scheduler = Scheduler(state, session, secrets=secrets)
         scheduler.config = config
 
         async def one(key: tuple[str, str]) -> None:
@@ -290,7 +294,7 @@ async def _check_once(args: argparse.Namespace) -> dict[str, Any]:
             await demo.stop()
     verdicts = Verdicts()
     verdicts.refresh(state, config)
-    return build(config, state, verdicts, ready=True)
+    return build(config, state, verdicts, ready=True, secrets=secrets)
 
 
 def format_table(status: dict[str, Any], colour: bool = False) -> str:

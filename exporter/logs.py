@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from exporter.secrets import RedactingFilter
+from exporter.secrets import RedactingFilter, Secrets
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -70,10 +70,13 @@ class BadRequestFilter(logging.Filter):
         return True
 
 
-def setup(level: str = "info", fmt: str = "logfmt") -> None:
+def setup(level: str = "info", fmt: str = "logfmt", secrets: Secrets | None = None) -> None:
+    """Log to stderr at ``level`` in ``fmt``; every line is scrubbed of what ``secrets`` knows
+    (the runtime's: give it whenever the process may read a secret)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    handler.addFilter(RedactingFilter())
+    if secrets is not None:
+        handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -29,7 +29,7 @@ from exporter.engine.state import StateStore
 from exporter.engine.verdict import Verdicts
 from exporter.exposition import status as status_json
 from exporter.exposition.collector import Collector, asyncio_tasks, registry_for
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 
 log = logging.getLogger("exporter")
 
@@ -57,10 +57,13 @@ def release_free_heap() -> None:
 
 
 class Runtime:
-    def __init__(self, load: Callable[[], Config], vantage: str | None = None) -> None:
+    def __init__(self, load: Callable[[], Config], vantage: str | None = None,
+                 secrets: Secrets | None = None) -> None:
         self.load = load
         self.vantage_flag = vantage
         self.config = with_vantage(load(), vantage)  # raises ConfigError: caller reports it
+        # Every secret the checks read; the log filter scrubs with it (cli hands it to both).
+        self.secrets = secrets if secrets is not None else Secrets()
         self.state = StateStore()
         self.verdicts = Verdicts()
         self.probe_counts = ProbeCounts()
@@ -84,7 +87,8 @@ class Runtime:
         icmp_mode.detect()  # once, at startup: it logs clearly if ICMP cannot work here
         self.session = new_session()
         self.clients = Clients()
-        self.scheduler = Scheduler(self.state, self.session, clients=self.clients)
+        self.scheduler = Scheduler(self.state, self.session, clients=self.clients,
+                                   secrets=self.secrets)
         gc.collect()  # the config parse's garbage, now rather than as a pause between checks
         self._gc_threshold = gc.get_threshold()
         young, *older = self._gc_threshold
@@ -133,7 +137,7 @@ class Runtime:
                 log.error("config reload failed; keeping the running config",
                           extra={"issue": str(issue)})
             return False, str(exc)
-        SECRETS.clear()  # api_key_file contents are re-read on reload
+        self.secrets.clear()  # api_key_file contents are re-read on reload
         self.config = new
         self.collector.vantage = new.vantage
         if self.scheduler is not None:
@@ -163,7 +167,7 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         self.verdicts.refresh(self.state, self.config)
         return status_json.build(self.config, self.state, self.verdicts, ready=self.ready,
-                                 extra=self.extra_status)
+                                 secrets=self.secrets, extra=self.extra_status)
 
     def verdict(self, upstream: str) -> str:
         """The upstream's current verdict (``unknown`` before it has one)."""

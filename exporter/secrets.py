@@ -1,7 +1,9 @@
 """API keys: read from an environment variable or a file, never from the config itself.
 
-Every value read is registered with the log redaction filter, so even an exception message
-that happens to quote a header cannot leak it into a log line. Files are re-read on reload.
+A ``Secrets`` remembers every value read (and every value it is told of), so that the log
+redaction filter holding it (``RedactingFilter``) cuts them out of each log line, even from an
+exception message that happens to quote a header. The runtime owns one and hands it to
+whatever reads a secret or shows text that might hold one. Files are re-read on reload.
 
 ``scrub`` is the one secret scrubber of the exporter: probes, debug pages, /api/v1/status and
 the log all go through it. It removes a known secret, any run of ``MIN_RUN`` or more of its
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from pathlib import Path
 
 from exporter.config import CheckConfig, WebCheck
@@ -64,9 +66,21 @@ def scrub(text: str, *secrets: str | None) -> str:
 
 
 class Secrets:
+    """The secrets one runtime has read, by source, and every value it knows."""
+
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], str | None] = {}
-        self.known: set[str] = set()
+        self._known: set[str] = set()
+
+    @property
+    def known(self) -> Set[str]:
+        """Every secret value read or remembered so far (kept across reloads)."""
+        return self._known
+
+    def remember(self, value: str) -> None:
+        """Scrub ``value`` from now on: a secret that did not come through ``lookup`` (a
+        proxy password in the environment's proxy URL)."""
+        self._known.add(value)
 
     def clear(self) -> None:
         """Forget cached values so the next use re-reads env vars and files (on reload)."""
@@ -102,27 +116,29 @@ class Secrets:
                     "cannot read secret file %s: %s", where, exc.__class__.__name__)
                 return None
         if value:
-            self.known.add(value)
+            self._known.add(value)
         return value or None
 
     def scrub(self, text: str, *extra: str | None) -> str:
-        return scrub(text, *self.known, *extra)
-
-
-SECRETS = Secrets()
+        return scrub(text, *self._known, *extra)
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces any known secret in a log record's final message."""
+    """Replaces any secret ``secrets`` knows in a log record's final message."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        super().__init__()
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if SECRETS.known:
+        secrets = self.secrets
+        if secrets.known:
             message = record.getMessage()
-            scrubbed = SECRETS.scrub(message)
+            scrubbed = secrets.scrub(message)
             if scrubbed != message:
                 record.msg, record.args = scrubbed, None
             if record.exc_info:
-                record.exc_text = SECRETS.scrub(
+                record.exc_text = secrets.scrub(
                     logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
         return True

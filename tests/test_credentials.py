@@ -23,7 +23,6 @@ from exporter import metrics as m
 from exporter.checks import anthropic, http, tls
 from exporter.checks.base import ProbeContext, Result
 from exporter.config import CheckConfig, ProxyConfig, SecretRef, TlsConfig
-from exporter.secrets import SECRETS
 from tests.conftest import build_check, free_port, require_binary
 
 BASIC_PASSWORD = "pw-Zq81-basic-auth-secret"
@@ -244,7 +243,6 @@ async def test_basic_auth(nginx: Nginx, tmp_path: Path, password: str | None, re
     secret_file = tmp_path / "password"
     if password is not None:
         secret_file.write_text(password + "\n")
-    SECRETS.clear()
     result = await run(http, check("http", url=f"http://127.0.0.1:{nginx.basic}/",
                                    basic_auth=SecretRef("probe", file=str(secret_file))))
     assert (result.reason, gauge(result, m.PROBE_HTTP_STATUS_CODE)) == (reason, status), result.error
@@ -295,7 +293,6 @@ async def test_a_gateway_token_from_a_file_and_the_api_key_apart(
     url, seen = gateway
     token_file = tmp_path / "gateway-token"
     token_file.write_text(GATEWAY_TOKEN)
-    SECRETS.clear()
     result = await run(anthropic, check("anthropic", url=url, mode="models", api_key_env="K",
                                         authorization=SecretRef("Bearer", file=str(token_file))),
                        API_KEY)

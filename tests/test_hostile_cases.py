@@ -47,7 +47,7 @@ from exporter.engine.scheduler import Scheduler
 from exporter.engine.state import StateStore
 from exporter.engine.verdict import decide
 from exporter.exposition.status import json_safe
-from exporter.secrets import REDACTED, SECRETS, Secrets, scrub
+from exporter.secrets import REDACTED, Secrets, scrub
 from exporter.server import webconfig
 from exporter.witnesses import statuspage as sp
 from exporter.witnesses.statuspage import parse, parse_timestamp, poll
@@ -535,7 +535,6 @@ async def test_hostile_api_bodies_are_failures_not_crashes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     upstream.answers[""] = answer
     monkeypatch.setenv("HOSTILE_KEY", "sk-test-0123456789abcdef")
-    SECRETS.clear()
     extra = {} if mode == "keyless" else {"api_key_env": "HOSTILE_KEY"}
     if mode in ("count_tokens", "messages"):
         extra["model"] = "m"

@@ -48,6 +48,7 @@ from exporter.engine.state import StateStore
 from exporter.engine.verdict import Verdicts
 from exporter.exposition import status as status_json
 from exporter.exposition.collector import Collector
+from exporter.secrets import Secrets
 from exporter.server import webconfig
 from exporter.witnesses.statuspage import (
     DROPPED,
@@ -111,7 +112,7 @@ def exercise_page(payload: Any) -> None:
     verdicts = Verdicts()
     verdicts.refresh(state, config)
     text = Collector(state, verdicts).render().decode()
-    status = status_json.build(config, state, verdicts, ready=True)
+    status = status_json.build(config, state, verdicts, ready=True, secrets=Secrets())
     json.dumps(status, allow_nan=False, ensure_ascii=False).encode("utf-8")  # valid, encodable
     seen = set()
     for family in text_string_to_metric_families(text):  # must parse, whatever the page said

@@ -3,12 +3,20 @@ debug output or its own debug log, whatever the API answers."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXPORTER, PYTHONPATH_ENV
+from exporter import logs
+from exporter.checks.net.httpclient import route
+from exporter.config import ProxyConfig, load_text
+from exporter.runtime import Runtime
+from exporter.secrets import RedactingFilter, Secrets
+from tests.conftest import EXPORTER, PYTHONPATH_ENV, free_port
 
 KEY = "sk-ant-api03-TESTSECRET-9f8e7d6c5b4a39281706"
 KEY_ENV = "SECRET_TEST_KEY"
@@ -77,3 +85,73 @@ def test_check_command_output_never_shows_the_key(run_simulator, tmp_path: Path)
                               env={KEY_ENV: KEY, "PATH": "/usr/bin:/bin", **PYTHONPATH_ENV})
         assert KEY not in proc.stdout + proc.stderr
         assert "auth" in proc.stdout
+
+
+# -- the log filter scrubs with the runtime's secrets ---------------------------------------------
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """logs.setup replaces the root logger's handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_a_secret_a_check_reads_is_redacted_in_every_log_record(
+        root_logging: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        ) -> None:
+    # As the cli wires it: one Secrets for the log handler and the runtime. The check reads
+    # the key (the connection is refused afterwards: the key was read all the same).
+    monkeypatch.setenv("LOG_TEST_KEY", KEY)
+    secrets = Secrets()
+    logs.setup("debug", "logfmt", secrets)
+    text = f"""\
+defaults: {{interval: 1h, timeout: 2s}}
+upstreams:
+  u:
+    checks:
+      - {{name: api, kind: http, url: "http://127.0.0.1:{free_port()}/", api_key_env: LOG_TEST_KEY}}
+"""
+    runtime = Runtime(lambda: load_text(text, "t.yml"), secrets=secrets)
+    assert KEY not in secrets.known  # nothing read yet
+    await runtime.start()
+    try:
+        for _ in range(100):
+            if runtime.state.all_ran():
+                break
+            await asyncio.sleep(0.05)
+        assert runtime.state.all_ran()
+    finally:
+        await runtime.stop()
+    assert KEY in secrets.known
+    log = logging.getLogger("exporter.test.secrets")
+    log.error("the upstream echoed %s", f"x-api-key: {KEY}")
+    try:
+        raise RuntimeError(f"a library quoted the header: Bearer {KEY}")
+    except RuntimeError:
+        log.exception("something failed")
+    err = capsys.readouterr().err
+    assert "the upstream echoed" in err and "a library quoted the header" in err
+    assert KEY not in err and KEY[-20:] not in err
+    assert "[REDACTED]" in err
+
+
+def test_a_proxy_password_from_the_environment_becomes_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "proxy-pw-Vb62-not-in-any-config"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://someone:{password}@127.0.0.1:3128")
+    for name in ("https_proxy", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    secrets = Secrets()
+    via = route(ProxyConfig(mode="environment"), "https://api.example.test/v1", secrets)
+    assert via.proxy_auth is not None and via.proxy is not None
+    assert password not in str(via.proxy)
+    assert password in secrets.known
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "proxy said %s", (password,), None)
+    assert RedactingFilter(secrets).filter(record) and password not in record.getMessage()
+    other = logging.LogRecord("t", logging.ERROR, __file__, 1, "proxy said %s", (password,), None)
+    RedactingFilter(Secrets()).filter(other)  # another runtime's secrets know nothing of it
+    assert password in other.getMessage()

@@ -12,6 +12,7 @@ import pytest
 from exporter import demo
 from exporter.cli import _check_once
 from exporter.config import load_text
+from exporter.secrets import Secrets
 from exporter.simulator import Simulator
 from exporter.witnesses import aws, azure, gcp, openrouter
 from exporter.witnesses.feed import decode_text
@@ -89,7 +90,7 @@ async def test_demo_scenarios_show_each_witness(scenario: str, verdict: str,
                                                 decided: str | None, signal: str) -> None:
     """One round of every demo check, as `check --demo --demo.scenario=...` runs it."""
     args = argparse.Namespace(demo=True, demo_scenario=scenario, config_file=None, vantage=None)
-    doc = await _check_once(args)
+    doc = await _check_once(args, Secrets())
     claude = next(u for u in doc["upstreams"] if u["name"] == "claude")
     assert claude["verdict"] == verdict, claude["signals"]
     if decided:

@@ -20,6 +20,7 @@ from exporter.engine.state import StateStore
 from exporter.engine.verdict import Verdicts
 from exporter.exposition import status
 from exporter.exposition.collector import Collector
+from exporter.secrets import Secrets
 from exporter.server import landing
 from exporter.witnesses.probers import crowd_probe, dependency_probe
 
@@ -239,7 +240,7 @@ async def test_status_landing_and_check_show_witnesses_side_by_side(
         state.record(check, await prober(check, ctx))
     verdicts = Verdicts()
     verdicts.refresh(state, cfg)
-    doc = status.build(cfg, state, verdicts, ready=True)
+    doc = status.build(cfg, state, verdicts, ready=True, secrets=Secrets())
     (up,) = doc["upstreams"]
     assert [(w["witness"], w["view"], w["decided"]) for w in up["witnesses"]] == [
         ("statuspage", "unknown", False), ("probes", "unknown", False),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.checks.net.safejson import clean
 from exporter.metrics import MetricSpec
+from exporter.secrets import Secrets
 
 if TYPE_CHECKING:
     import aiohttp
@@ -59,10 +60,13 @@ class ProbeContext:
     logger: logging.Logger
     memo: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
-    # Resolves secrets at run time so they never live in config objects or logs.
+    # The check's API key, resolved at run time so it never lives in config objects or logs.
     secret: Callable[[CheckConfig], str | None] = lambda _check: None
     # The runtime's shared HTTP sessions; None: each run makes its own.
     clients: Clients | None = None
+    # The runtime's secrets, for the credentials a run reads (basic_auth, authorization, a
+    # proxy's password): the log filter scrubs what they know. A context of its own by default.
+    secrets: Secrets = field(default_factory=Secrets)
 
     def log(self, message: str) -> None:
         """Record a debug line for /probe?debug=true and the debug log."""

@@ -125,7 +125,8 @@ async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
             del headers[name]
         headers[key_header] = f"Bearer {secret}" if key_header.lower() == "authorization" else secret
     try:
-        credential, credential_secret = auth_header(check.basic_auth, check.authorization)
+        credential, credential_secret = auth_header(check.basic_auth, check.authorization,
+                                                    ctx.secrets)
     except CredentialError as exc:
         return result("auth", str(exc))
     if credential is not None:
@@ -142,7 +143,7 @@ async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
                          clients=ctx.clients) as session,
         ):
             while True:
-                via = route(check.proxy, url)
+                via = route(check.proxy, url, ctx.secrets)
                 seen.path = via.path
                 async with session.request(method, url, headers=headers, data=body,
                                            allow_redirects=False,

@@ -259,7 +259,7 @@ class ApiRun:
         streaming = bool(payload and payload.get("stream"))
         check = self.check
         try:
-            via = route(check.proxy, url)
+            via = route(check.proxy, url, self.ctx.secrets)
             async with (
                 asyncio.timeout(own_deadline(check)),
                 open_session(self.timing, check.tls) as session,
@@ -287,7 +287,8 @@ class ApiRun:
     def credentials(self, headers: dict[str, str]) -> Result | None:
         """Add basic_auth / authorization to ``headers``; a Result when it cannot be read."""
         try:
-            value, self.credential = auth_header(self.check.basic_auth, self.check.authorization)
+            value, self.credential = auth_header(self.check.basic_auth, self.check.authorization,
+                                                  self.ctx.secrets)
         except CredentialError as exc:
             return self.fail("auth", str(exc))
         if value is not None:

@@ -42,7 +42,7 @@ from exporter.config import (
     TcpCheck,
     TlsCheck,
 )
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 from exporter.witnesses import statuspage
 from exporter.witnesses.probers import crowd_probe, dependency_probe
 
@@ -77,12 +77,14 @@ PROBERS: dict[str, Prober] = {
 
 
 async def run_prober(check: CheckConfig, session: aiohttp.ClientSession | None,
-                     logger: logging.Logger, *, memo: dict[str, object] | None = None,
-                     clients: Clients | None = None, keep_log: bool = True,
+                     logger: logging.Logger, *, secrets: Secrets,
+                     memo: dict[str, object] | None = None, clients: Clients | None = None,
+                     keep_log: bool = True,
                      on_crash: Callable[[BaseException], None] | None = None) -> Result:
     """Run the prober of ``check`` once within ``check.timeout``; never raises except on
     cancellation.
 
+    ``secrets``: the runtime's, through which the run reads its API key and credentials.
     ``memo`` survives between runs of one check (None: this run only). ``keep_log``: put the
     prober's log lines in the Result when it kept none. ``on_crash`` hears of an exception
     that is a bug inside the exporter; without it the run's logger logs it with its traceback.
@@ -91,7 +93,7 @@ async def run_prober(check: CheckConfig, session: aiohttp.ClientSession | None,
     if prober is None:
         return Result(False, 0.0, "internal", f"no prober for kind {check.kind}")
     ctx = ProbeContext(session, logger, memo if memo is not None else {},
-                       secret=SECRETS.get, clients=clients)
+                       secret=secrets.get, clients=clients, secrets=secrets)
     start = time.perf_counter()
     try:
         async with asyncio.timeout(check.timeout):

@@ -39,7 +39,7 @@ from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.config import CheckConfig, Config
 from exporter.engine.probers import run_prober
 from exporter.engine.state import StateStore
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 
 log = logging.getLogger("exporter.scheduler")
 
@@ -61,10 +61,11 @@ def run_slots() -> int | None:
 class Scheduler:
     def __init__(self, state: StateStore, session: aiohttp.ClientSession,
                  on_result: Callable[[CheckConfig, Result], None] | None = None,
-                 clients: Clients | None = None) -> None:
+                 clients: Clients | None = None, secrets: Secrets | None = None) -> None:
         self.state = state
         self.session = session
         self.clients = clients
+        self.secrets = secrets if secrets is not None else Secrets()  # the runtime's, usually
         self.on_result = on_result
         self.tasks: dict[tuple[str, str], tuple[CheckConfig, asyncio.Task[None]]] = {}
         self.memos: dict[tuple[str, str], dict[str, object]] = {}
@@ -176,15 +177,15 @@ class Scheduler:
                               f"{self.slots_total} runs already hold one (RLIMIT_NOFILE less "
                               f"{RESERVED_FDS} kept for the HTTP server); raise ulimit -n")
         try:  # the wait for a slot is not the target's time: the prober gets a full timeout
-            result = await run_prober(check, self.session, logger, memo=memo,
-                                      clients=self.clients,
+            result = await run_prober(check, self.session, logger, secrets=self.secrets,
+                                      memo=memo, clients=self.clients,
                                       on_crash=lambda exc: self.crashed(check, "the prober", exc))
         finally:
             if slots is not None:
                 slots.release()
         if not result.success:
             logger.debug("check failed", extra={"reason": result.reason,
-                                                "error": SECRETS.scrub(result.error)})
+                                                "error": self.secrets.scrub(result.error)})
         return result
 
 

@@ -17,11 +17,11 @@ from exporter.config import POLLED_KINDS, Config
 from exporter.engine.state import CheckState, StateStore
 from exporter.engine.verdict import DependencyView, Verdicts, crowd_view, dependency_view
 from exporter.metrics import WITNESSES
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 from exporter.witnesses.statuspage import DROPPED, Page
 
 
-def check_status(state: CheckState, now: float) -> dict[str, Any]:
+def check_status(state: CheckState, now: float, secrets: Secrets) -> dict[str, Any]:
     check = state.check
     last = state.last
     out: dict[str, Any] = {
@@ -45,7 +45,7 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
             result="ok" if last.success else "failed",
             success=last.success,
             reason=last.reason,
-            error=SECRETS.scrub(last.error),
+            error=secrets.scrub(last.error),
             duration_seconds=round(last.duration_seconds, 6),
             age_seconds=round(max(0.0, now - last.finished_at), 3),
             last_run=last.finished_at,
@@ -55,8 +55,8 @@ def check_status(state: CheckState, now: float) -> dict[str, Any]:
     return out
 
 
-def page_status(state: CheckState, now: float) -> dict[str, Any]:
-    out = check_status(state, now)
+def page_status(state: CheckState, now: float, secrets: Secrets) -> dict[str, Any]:
+    out = check_status(state, now, secrets)
     page = state.last_success.details.get("page") if state.last_success else None
     if isinstance(page, Page):
         out["indicator"] = page.indicator
@@ -80,9 +80,9 @@ def page_status(state: CheckState, now: float) -> dict[str, Any]:
     return out
 
 
-def witness_status(state: CheckState, now: float) -> dict[str, Any]:
+def witness_status(state: CheckState, now: float, secrets: Secrets) -> dict[str, Any]:
     """A dependency or crowd poll: its last result and what it says."""
-    out = check_status(state, now)
+    out = check_status(state, now, secrets)
     witness = state.check.witness
     if witness is None:
         return out
@@ -122,7 +122,8 @@ def json_safe(value: Any) -> Any:
 
 
 def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
-          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+          secrets: Secrets, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status document; errors are scrubbed of what ``secrets`` knows (the runtime's)."""
     now = time.time()
     upstreams = []
     for up in config.upstreams:
@@ -136,17 +137,18 @@ def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
             "signals": list(current.decision.signals) if current else [],
             "decided_by": list(current.decision.decided_by) if current else [],
             "unacknowledged_outage_seconds": round(verdicts.unacknowledged_seconds(up.name, now), 3),
-            "statuspage": page_status(page, now) if page else None,
-            "checks": [check_status(s, now) for s in states if s.check.kind not in POLLED_KINDS],
+            "statuspage": page_status(page, now, secrets) if page else None,
+            "checks": [check_status(s, now, secrets) for s in states
+                       if s.check.kind not in POLLED_KINDS],
             # Every witness side by side, and whether it decided the verdict.
             "witnesses": [
                 {"witness": w,
                  "view": current.decision.witnesses.get(w, "unknown") if current else "unknown",
                  "decided": current is not None and w in current.decision.decided_by}
                 for w in WITNESSES],
-            "dependencies": [witness_status(s, now) for s in states
+            "dependencies": [witness_status(s, now, secrets) for s in states
                              if s.check.witness is not None and s.check.witness.role != "crowd"],
-            "crowd": [witness_status(s, now) for s in states
+            "crowd": [witness_status(s, now, secrets) for s in states
                       if s.check.witness is not None and s.check.witness.role == "crowd"],
             "history": [p.as_dict() for p in verdicts.history.periods(up.name, now)],
         }
@@ -164,7 +166,7 @@ def build(config: Config, state: StateStore, verdicts: Verdicts, *, ready: bool,
             "last_reload_success_timestamp": state.reload_success_timestamp,
         },
         "upstreams": upstreams,
-        "control": [check_status(s, now) for s in state.for_upstream("control")],
+        "control": [check_status(s, now, secrets) for s in state.for_upstream("control")],
     }
     if extra:
         out.update(extra)

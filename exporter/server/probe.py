@@ -46,7 +46,7 @@ from exporter.engine.probers import run_prober
 from exporter.engine.state import Histogram
 from exporter.exposition.collector import Families, histogram_buckets
 from exporter.runtime import Runtime
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 
 log = logging.getLogger("exporter.probe")
 
@@ -160,7 +160,7 @@ def module_yaml(module: CheckConfig) -> str:
 
 
 def debug_page(module: CheckConfig, target: str, limit: float, result: Result,
-               body: bytes) -> str:
+               body: bytes, secrets: Secrets) -> str:
     outcome = "succeeded" if result.success else f"failed (reason {result.reason})"
     lines = [f"Probe of {target} with module {module.name} (timeout {limit:g}s) {outcome} "
              f"after {result.duration_seconds:.6f}s"
@@ -168,7 +168,7 @@ def debug_page(module: CheckConfig, target: str, limit: float, result: Result,
              "", "Logs for the probe:", *(f"  {line}" for line in result.log), "",
              "Metrics that would have been returned:", body.decode(), "",
              "Module configuration:", module_yaml(module)]
-    return SECRETS.scrub("\n".join(lines))
+    return secrets.scrub("\n".join(lines))
 
 
 # -- the handler ---------------------------------------------------------------------------------
@@ -269,8 +269,8 @@ class ProbeEndpoint:
         try:
             if name is not None:  # allowed only if its addresses are: resolved on every request
                 await check_resolved(module, target, name)
-            result = await run_prober(check, runtime.session, logger, keep_log=debug,
-                                      clients=runtime.clients)
+            result = await run_prober(check, runtime.session, logger, secrets=runtime.secrets,
+                                      clients=runtime.clients, keep_log=debug)
         except TargetError as exc:
             return self._refusal(module_name, exc.outcome, exc.status, exc.message)
         finally:
@@ -281,7 +281,7 @@ class ProbeEndpoint:
                                            "success": result.success, "reason": result.reason})
         if debug:
             body, _ = render(result)
-            page = debug_page(module, target, timeout, result, body)
+            page = debug_page(module, target, timeout, result, body, runtime.secrets)
             return Answer(200, page.encode(), TEXT_TYPE)
         body, content_type = render(result, accept)
         return Answer(200, body, content_type)

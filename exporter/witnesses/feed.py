@@ -37,6 +37,7 @@ from exporter.checks.net.httpclient import (
 )
 from exporter.checks.net.retryafter import parse_retry_after
 from exporter.checks.net.safejson import loads as safe_loads
+from exporter.secrets import Secrets
 from exporter.witnesses.statuspage import PollFailure, backoff_seconds
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
@@ -64,10 +65,11 @@ class Fetched:
     last_modified: str | None
 
 
-async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int,
+async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int, secrets: Secrets,
                 etag: str | None = None, last_modified: str | None = None,
                 transport: Transport = DEFAULT_TRANSPORT) -> Fetched:
-    """GET one feed; raises PollFailure with a reason from the status page's set."""
+    """GET one feed; raises PollFailure with a reason from the status page's set. The
+    transport's credentials are read through ``secrets``."""
     headers = {"User-Agent": USER_AGENT, "Accept": accept}
     if etag:
         headers["If-None-Match"] = etag
@@ -75,13 +77,13 @@ async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int,
         headers["If-Modified-Since"] = last_modified
     timing = Timing()
     try:
-        credential, _ = auth_header(transport.basic_auth, transport.authorization)
+        credential, _ = auth_header(transport.basic_auth, transport.authorization, secrets)
     except CredentialError as exc:
         raise PollFailure("auth", str(exc)) from None
     if credential is not None:
         headers["Authorization"] = credential
     try:
-        via = route(transport.proxy, url)
+        via = route(transport.proxy, url, secrets)
         async with (
             asyncio.timeout(time_limit),
             open_session(timing, transport.tls) as session,
@@ -225,8 +227,8 @@ async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
         _, etag, last_modified = cached
     ctx.log(f"GET {req.url}" + (" (conditional)" if etag or last_modified else ""))
     got = await fetch(req.url, accept=req.accept, time_limit=time_limit + 1.0,
-                      max_bytes=max_bytes, etag=etag, last_modified=last_modified,
-                      transport=transport)
+                      max_bytes=max_bytes, secrets=ctx.secrets, etag=etag,
+                      last_modified=last_modified, transport=transport)
     if got.body is None:
         if not isinstance(cached, tuple):
             raise PollFailure("http_status", "HTTP 304 Not Modified without a cached answer")

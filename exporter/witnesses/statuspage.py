@@ -590,13 +590,13 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
     ctx.log(f"GET {url}" + (" (conditional)" if len(headers) > 2 else ""))
     timing = Timing()
     try:
-        credential, _ = auth_header(options.basic_auth, options.authorization)
+        credential, _ = auth_header(options.basic_auth, options.authorization, ctx.secrets)
     except CredentialError as exc:
         raise PollFailure("auth", str(exc)) from None
     if credential is not None:
         headers["Authorization"] = credential
     try:
-        via = route(options.proxy, url)
+        via = route(options.proxy, url, ctx.secrets)
         async with (
             open_session(timing, options.tls) as session,
             session.get(url, headers=headers, allow_redirects=True, max_redirects=MAX_REDIRECTS,

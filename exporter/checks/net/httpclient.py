@@ -52,7 +52,7 @@ from exporter.config import (
     TlsConfig,
     WebCheck,
 )
-from exporter.secrets import SECRETS
+from exporter.secrets import Secrets
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
@@ -378,8 +378,9 @@ def _environment_proxy(url: URL) -> URL | None:
     return URL(chosen)
 
 
-def route(proxy: ProxyConfig, url: str | URL) -> Route:
-    """The path to ``url``; raises ProxyConfigError for a proxy whose password is missing."""
+def route(proxy: ProxyConfig, url: str | URL, secrets: Secrets) -> Route:
+    """The path to ``url``; raises ProxyConfigError for a proxy whose password is missing.
+    The proxy's password comes from (or is made known to) ``secrets``."""
     target = url if isinstance(url, URL) else URL(url)
     if proxy.mode == "none":
         return DIRECT
@@ -391,7 +392,7 @@ def route(proxy: ProxyConfig, url: str | URL) -> Route:
             # http://user:password@proxy:3128 in the environment, as curl accepts it: the
             # credentials go in Proxy-Authorization and are scrubbed from every output.
             if found.password:
-                SECRETS.known.add(found.password)
+                secrets.remember(found.password)
             return Route(found.with_user(None), aiohttp.BasicAuth(found.user, found.password or ""))
         return Route(found)
     assert proxy.url is not None, "the config requires url"
@@ -399,7 +400,7 @@ def route(proxy: ProxyConfig, url: str | URL) -> Route:
     if proxy.username is not None:
         password = ""
         if proxy.password_env or proxy.password_file:
-            secret = SECRETS.lookup(proxy.password_env, proxy.password_file)
+            secret = secrets.lookup(proxy.password_env, proxy.password_file)
             if secret is None:
                 source = proxy.password_env or proxy.password_file
                 raise ProxyConfigError(f"no proxy password available from {source}; "
@@ -445,13 +446,14 @@ class CredentialError(Exception):
     """A configured credential could not be read: reason auth, no request sent."""
 
 
-def auth_header(basic: SecretRef | None, authorization: SecretRef | None,
+def auth_header(basic: SecretRef | None, authorization: SecretRef | None, secrets: Secrets,
                 ) -> tuple[str | None, str | None]:
-    """(Authorization header value, the secret in it) from basic_auth or authorization."""
+    """(Authorization header value, the secret in it) from basic_auth or authorization, the
+    secret read through ``secrets``."""
     ref = basic or authorization
     if ref is None:
         return None, None
-    secret = SECRETS.lookup(ref.env, ref.file)
+    secret = secrets.lookup(ref.env, ref.file)
     if secret is None:
         what = "basic_auth password" if basic else "authorization credentials"
         raise CredentialError(f"no {what} available from {ref.env or ref.file}; no request sent")
