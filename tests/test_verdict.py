@@ -249,6 +249,28 @@ def test_the_refreshed_verdict_equals_a_full_recomputation_after_every_run(seed:
         assert incremental.by_upstream["claude"].decision == full.by_upstream["claude"].decision
 
 
+def test_the_verdicts_keep_each_checks_view_until_the_check_changes() -> None:
+    state, _ = store_with([OK])
+    st = next(iter(state.checks.values()))
+    verdicts = Verdicts()
+    first = verdicts.view(st)
+    assert verdicts.view(st) is first  # nothing changed: the kept view
+    state.record(st.check, FAIL)
+    assert verdicts.view(st) is not first and not verdicts.view(st).last_success
+    # A reload that changes the kind makes a new state: the old state's view is never served.
+    changed = build_check("claude", "api", "http", url="https://api.example.test/",
+                          interval=1, timeout=1)
+    state.sync(Config(upstreams=(UpstreamConfig("claude", None, (changed,)),)))
+    fresh = state.checks[changed.key]
+    assert fresh is not st
+    assert (verdicts.view(fresh).kind, verdicts.view(fresh).ran) == ("http", False)
+    # A reload that drops the check: its view goes at the next refresh.
+    empty = Config(upstreams=(UpstreamConfig("claude", None, ()),))
+    state.sync(empty)
+    verdicts.refresh(state, empty)
+    assert verdicts._views == {}
+
+
 # -- the other witnesses: the crowd and the dependencies ----------------------------------------
 
 from exporter.engine.verdict import CrowdReading, CrowdView, DependencyView  # noqa: E402

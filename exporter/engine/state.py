@@ -12,7 +12,6 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from exporter import metrics as m
 from exporter.checks.base import Result, Sample
@@ -68,8 +67,7 @@ class CheckState:
     window: deque[bool] = field(default_factory=deque)  # True = failed, last `window` runs
     window_failures: int = 0
     slow_streak: int = 0
-    version: int = 0  # bumped on every change, for cached renderings
-    view: tuple[int, Any] | None = None  # (version, verdict.CheckView) cached by the verdict
+    version: int = 0  # bumped on every change, for cached renderings and verdict views
 
     def debounce(self, result: Result) -> None:
         cfg = self.verdict_cfg

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -154,15 +154,10 @@ class DependencyView:
 
 
 def check_view(state: CheckState) -> CheckView:
-    """The check as the verdict sees it; cached until the check runs again (version bump), so
-    a refresh of a large upstream only rebuilds the views of checks that changed."""
-    cached = state.view
-    if cached is not None and cached[0] == state.version:
-        hit: CheckView = cached[1]
-        return hit
+    """The check as the verdict sees it (``Verdicts`` keeps each until the check changes)."""
     last = state.last
     cfg = state.verdict_cfg
-    view = CheckView(
+    return CheckView(
         name=state.check.name, kind=state.check.kind, component=state.check.component,
         ran=last is not None, down=state.down,
         last_success=bool(last and last.success), last_reason=last.reason if last else "",
@@ -171,8 +166,6 @@ def check_view(state: CheckState) -> CheckView:
                       and state.window_failures / cfg.window >= cfg.degraded_ratio),
         slow=state.slow, path=network_path(state.check),
     )
-    state.view = (state.version, view)
-    return view
 
 
 def broken_paths(control: Sequence[CheckView]) -> dict[str, list[CheckView]]:
@@ -474,6 +467,19 @@ class Verdicts:
     def __init__(self) -> None:
         self.by_upstream: dict[str, UpstreamVerdict] = {}
         self.history = VerdictHistory()
+        # Each check's view with the state and version it was taken from: a refresh of a
+        # large upstream rebuilds only the views of checks that changed (a run, a reload).
+        self._views: dict[tuple[str, str], tuple[CheckState, int, CheckView]] = {}
+
+    def view(self, state: CheckState) -> CheckView:
+        """``check_view(state)``, taken again only when the check has changed since."""
+        key = state.check.key
+        cached = self._views.get(key)
+        if cached is not None and cached[0] is state and cached[1] == state.version:
+            return cached[2]
+        view = check_view(state)
+        self._views[key] = (state, state.version, view)
+        return view
 
     def refresh(self, state: StateStore, config: Config, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -481,11 +487,13 @@ class Verdicts:
         for gone in set(self.by_upstream) - set(names):
             del self.by_upstream[gone]
             self.history.forget(gone)
-        control = [check_view(s) for s in state.for_upstream("control")]
+        if len(self._views) > len(state.checks):  # checks removed by a reload
+            self._views = {k: v for k, v in self._views.items() if state.checks.get(k) is v[0]}
+        control = [self.view(s) for s in state.for_upstream("control")]
         for name in names:
             if name in self.by_upstream and name not in state.dirty:
                 continue
-            decision = evaluate(state, name, control)
+            decision = evaluate(state, name, control, self.view)
             current = self.by_upstream.get(name)
             if current is None or current.decision.verdict != decision.verdict:
                 current = self.by_upstream[name] = UpstreamVerdict(decision, now)
@@ -506,7 +514,8 @@ class Verdicts:
         return max(0.0, (time.time() if now is None else now) - current.unacknowledged_since)
 
 
-def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> Decision:
+def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView],
+             view: Callable[[CheckState], CheckView] = check_view) -> Decision:
     page, fresh, page_path = None, False, "direct"
     checks = []
     crowd: list[CrowdView] = []
@@ -522,6 +531,6 @@ def evaluate(state: StateStore, upstream: str, control: Sequence[CheckView]) -> 
         elif s.check.kind in DEPENDENCY_KINDS:
             dependencies.append(dependency_view(s))
         else:
-            checks.append(check_view(s))
+            checks.append(view(s))
     return decide(checks, control, page if isinstance(page, Page) else None, fresh, crowd,
                   dependencies, page_path)
