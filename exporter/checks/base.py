@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.checks.net.safejson import clean
 from exporter.metrics import MetricSpec
@@ -45,7 +45,7 @@ class Result:
     gauges: tuple[Sample, ...] = ()  # replaced by the next run
     counters: tuple[Sample, ...] = ()  # increments, accumulated across runs
     observations: tuple[Sample, ...] = ()  # histogram observations, accumulated
-    details: Mapping[str, Any] = field(default_factory=dict)  # structured facts for the verdict
+    details: Mapping[str, object] = field(default_factory=dict)  # structured facts for the verdict
     log: tuple[str, ...] = ()  # the probe's own log lines, for debug output
     finished_at: float = field(default_factory=time.time)
 
@@ -58,7 +58,7 @@ class ProbeContext:
 
     session: aiohttp.ClientSession | None  # the runtime's (None outside one)
     logger: logging.Logger
-    memo: dict[str, Any] = field(default_factory=dict)
+    memo: dict[str, object] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     # The check's API key, resolved at run time so it never lives in config objects or logs.
     secret: Callable[[CheckConfig], str | None] = lambda _check: None
@@ -78,12 +78,16 @@ class ProbeContext:
 Prober = Callable[["CheckConfig", ProbeContext], Awaitable[Result]]
 
 
-def failure(start: float, reason: str, error: str, **kwargs: Any) -> Result:
+def failure(start: float, reason: str, error: str, *, gauges: tuple[Sample, ...] = (),
+            counters: tuple[Sample, ...] = (), details: Mapping[str, object] | None = None,
+            ) -> Result:
     """A failed Result timed from ``start`` (a time.perf_counter() value)."""
     return Result(
         success=False,
         duration_seconds=time.perf_counter() - start,
         reason=reason,
         error=error,
-        **kwargs,
+        gauges=gauges,
+        counters=counters,
+        details=details if details is not None else {},
     )

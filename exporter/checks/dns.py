@@ -375,7 +375,8 @@ async def probe(check: DnsCheck, ctx: ProbeContext) -> Result:
                        gauges=tuple(_message_gauges(exchange, False)), counters=no_change)
 
     current = sorted(exchange.records)
-    previous = ctx.memo.get(MEMO_KEY)
+    remembered = ctx.memo.get(MEMO_KEY)
+    previous = remembered if isinstance(remembered, list) else None
     changed = previous is not None and previous != current
     ctx.memo[MEMO_KEY] = current
     ctx.log(f"{check.target} ({check.record_type}) @{exchange.server}: {', '.join(current)} in "

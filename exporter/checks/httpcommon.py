@@ -191,7 +191,9 @@ def _today() -> str:
 
 def budget_entry(ctx: ProbeContext) -> dict[str, Any]:
     """The spend of the current UTC day, kept in the check's memo."""
-    entry: dict[str, Any] = ctx.memo.setdefault("token_budget", {})
+    entry = ctx.memo.get("token_budget")
+    if not isinstance(entry, dict):
+        entry = ctx.memo["token_budget"] = {}
     today = _today()
     if entry.get("day") != today:
         entry.clear()

@@ -410,10 +410,11 @@ def crowd_view(state: CheckState) -> CrowdView:
     last = state.last
     if witness is None or last is None or not last.success:
         return CrowdView(name, False)
-    models = last.details.get(DETAIL_MODELS, ())
+    models = last.details.get(DETAIL_MODELS)
     readings = tuple(
         CrowdReading(name, health.model, e.provider, e.endpoint, e.uptime[CROWD_WINDOW])
-        for health in models if isinstance(health, ModelHealth)
+        for health in (models if isinstance(models, tuple) else ())
+        if isinstance(health, ModelHealth)
         for e in health.of(witness.providers) if CROWD_WINDOW in e.uptime)
     return CrowdView(name, True, readings, witness.down_below)
 
@@ -425,8 +426,10 @@ def dependency_view(state: CheckState) -> DependencyView:
     good = state.last_success
     if witness is None or good is None:
         return DependencyView(name, False)
-    incidents = good.details.get(DETAIL_INCIDENTS, ())
-    return DependencyView(name, True, tuple(open_matching(incidents, witness)))
+    incidents = good.details.get(DETAIL_INCIDENTS)
+    found = open_matching([i for i in incidents if isinstance(i, CloudIncident)]
+                          if isinstance(incidents, tuple) else (), witness)
+    return DependencyView(name, True, tuple(found))
 
 
 def linked_components(checks: Iterable[CheckView], page: Page | None) -> list[str]:

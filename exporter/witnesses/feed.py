@@ -17,7 +17,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -210,15 +210,18 @@ def short(exc: BaseException) -> str:
 # -- one poll -------------------------------------------------------------------------------
 
 
+T = TypeVar("T")  # what a feed's parser makes of a body
+
+
 @dataclass(frozen=True)
-class Request:
+class Request(Generic[T]):
     url: str
     accept: str
-    parse: Callable[[bytes], Any]  # body -> parsed document; raises PollFailure/SchemaError
+    parse: Callable[[bytes], T]  # body -> parsed document; raises PollFailure/SchemaError
 
 
-async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
-                     max_bytes: int, transport: Transport = DEFAULT_TRANSPORT) -> Any:
+async def get_parsed(ctx: ProbeContext, req: Request[T], time_limit: float,
+                     max_bytes: int, transport: Transport = DEFAULT_TRANSPORT) -> T:
     """The parsed document at ``req.url``: fetched conditionally, or the cached one on 304."""
     memo_key = f"witness:{req.url}"
     cached = ctx.memo.get(memo_key)
@@ -233,8 +236,9 @@ async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
         if not isinstance(cached, tuple):
             raise PollFailure("http_status", "HTTP 304 Not Modified without a cached answer")
         ctx.log(f"304 Not Modified from {got.url}: reusing the previous answer")
-        ctx.memo[memo_key] = (cached[0], got.etag or etag, got.last_modified or last_modified)
-        return cached[0]
+        document: T = cached[0]  # what req.parse made of this URL's last body
+        ctx.memo[memo_key] = (document, got.etag or etag, got.last_modified or last_modified)
+        return document
     try:
         parsed = req.parse(got.body)
     except SchemaError as exc:
@@ -247,9 +251,9 @@ async def get_parsed(ctx: ProbeContext, req: Request, time_limit: float,
     return parsed
 
 
-async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
-               time_limit: float, max_bytes: int, samples: Callable[[list[Any]], tuple[Sample, ...]],
-               details: Callable[[list[Any]], dict[str, Any]],
+async def poll(ctx: ProbeContext, requests: list[Request[T]], *, interval: float,
+               time_limit: float, max_bytes: int, samples: Callable[[list[T]], tuple[Sample, ...]],
+               details: Callable[[list[T]], Mapping[str, object]],
                transport: Transport = DEFAULT_TRANSPORT) -> Result:
     """Fetch every request in turn; success only when all parsed. ``samples`` and ``details``
     turn the parsed documents (in request order) into gauges and facts for the verdict."""
@@ -257,7 +261,7 @@ async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
     first_line = len(ctx.lines)
     # Finish a little before the scheduler's own deadline so the reason is ours.
     budget = max(0.05, time_limit - min(0.25, time_limit * 0.1))
-    parsed: list[Any] = []
+    parsed: list[T] = []
     try:
         async with asyncio.timeout(budget):
             for req in requests:
@@ -271,7 +275,8 @@ async def poll(ctx: ProbeContext, requests: list[Request], *, interval: float,
         return Result(success=True, duration_seconds=time.perf_counter() - start,
                       gauges=samples(parsed), details=details(parsed),
                       log=tuple(ctx.lines[first_line:]))
-    failures = int(ctx.memo.get(MEMO_FAILURES, 0)) + 1
+    before = ctx.memo.get(MEMO_FAILURES)
+    failures = (before if isinstance(before, int) else 0) + 1
     ctx.memo[MEMO_FAILURES] = failures
     delay = backoff_seconds(failures, interval, failure.retry_after)
     ctx.log(f"poll failed ({failure.reason}): {failure.error}; failure {failures} in a row, "

@@ -16,7 +16,7 @@ Emitted gauges (upstream is filled in by the state store)::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,8 @@ def endpoints_url(base: str, model: str) -> str:
     return f"{base.rstrip('/')}/models/{model}/endpoints"
 
 
-def parse_body(model: str) -> Any:
+def parse_body(model: str) -> Callable[[bytes], ModelHealth]:
+    """The parser of one model's endpoints document."""
     def parse_one(body: bytes) -> ModelHealth:
         return parse(decode_json(body), model)
     return parse_one

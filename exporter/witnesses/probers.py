@@ -8,8 +8,6 @@ one HTTP fetch and the shared polling path.
 
 from __future__ import annotations
 
-from typing import Any
-
 from exporter.checks.base import ProbeContext, Result, Sample
 from exporter.checks.net.httpclient import Transport
 from exporter.config import PolledCheck, WitnessConfig
@@ -46,7 +44,7 @@ async def dependency_probe(check: PolledCheck, ctx: ProbeContext) -> Result:
 
     request = feed.Request(witness.url, accept, open_only)
 
-    def samples(parsed: list[Any]) -> tuple[Sample, ...]:
+    def samples(parsed: list[tuple[dependencies.CloudIncident, ...]]) -> tuple[Sample, ...]:
         incidents = parsed[0]
         found = dependencies.open_matching(incidents, witness)
         ctx.log(f"{len(incidents)} open incidents, {len(found)} matching the filters")
@@ -64,7 +62,7 @@ async def crowd_probe(check: PolledCheck, ctx: ProbeContext) -> Result:
     requests = [feed.Request(openrouter.endpoints_url(witness.url, model), feed.ACCEPT_JSON,
                              openrouter.parse_body(model)) for model in witness.models]
 
-    def samples(parsed: list[Any]) -> tuple[Sample, ...]:
+    def samples(parsed: list[openrouter.ModelHealth]) -> tuple[Sample, ...]:
         return openrouter.gauges(parsed, witness)
 
     return await feed.poll(ctx, requests, interval=witness.interval, time_limit=witness.timeout,

@@ -583,9 +583,9 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
                  conditional: bool) -> _Fetched:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     if conditional:
-        if etag := ctx.memo.get(MEMO_ETAG):
+        if isinstance(etag := ctx.memo.get(MEMO_ETAG), str) and etag:
             headers["If-None-Match"] = etag
-        if last_modified := ctx.memo.get(MEMO_LAST_MODIFIED):
+        if isinstance(last_modified := ctx.memo.get(MEMO_LAST_MODIFIED), str) and last_modified:
             headers["If-Modified-Since"] = last_modified
     ctx.log(f"GET {url}" + (" (conditional)" if len(headers) > 2 else ""))
     timing = Timing()
@@ -690,7 +690,8 @@ def backoff_seconds(failures: int, interval: float, retry_after: float | None = 
 
 def _failed(ctx: ProbeContext, options: StatuspageConfig, start: float, first_line: int,
             failure: PollFailure) -> Result:
-    failures = int(ctx.memo.get(MEMO_FAILURES, 0)) + 1
+    before = ctx.memo.get(MEMO_FAILURES)
+    failures = (before if isinstance(before, int) else 0) + 1
     ctx.memo[MEMO_FAILURES] = failures
     delay = backoff_seconds(failures, options.interval, failure.retry_after)
     ctx.log(f"poll failed ({failure.reason}): {failure.error}; failure {failures} in a row, "

@@ -243,7 +243,8 @@ class TLSContexts:
     MAX = 64
 
     def __init__(self) -> None:
-        self._built: dict[tuple[Any, ...], ssl.SSLContext] = {}
+        # (settings, the files' mtimes, ALPN offered) -> context
+        self._built: dict[tuple[TlsConfig, tuple[int, ...], bool], ssl.SSLContext] = {}
 
     def get(self, tls: TlsConfig, alpn: bool = True) -> ssl.SSLContext:
         files = [f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f]
