@@ -13,6 +13,14 @@ from typing import Any, TypeVar
 
 CHOICES = ("auto", "uvloop", "asyncio")
 
+UVLOOP: Callable[[], asyncio.AbstractEventLoop] | None  # uvloop's factory; None: not installed
+try:
+    import uvloop
+
+    UVLOOP = uvloop.new_event_loop
+except ImportError:
+    UVLOOP = None
+
 T = TypeVar("T")
 
 
@@ -24,15 +32,10 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
                          f"(got {choice!r})")
     if choice == "asyncio":
         return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise ValueError("--runtime.event-loop=uvloop: uvloop is not installed "
-                             "(pip install uvloop)") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    if UVLOOP is None and choice == "uvloop":
+        raise ValueError("--runtime.event-loop=uvloop: uvloop is not installed "
+                         "(pip install uvloop)")
+    return UVLOOP
 
 
 def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
