@@ -305,12 +305,12 @@ def _build_context(tls: TlsConfig, alpn: bool) -> ssl.SSLContext:
     return ctx
 
 
-CONTEXTS = TLSContexts()
+_CONTEXTS = TLSContexts()  # a cache: written only here, through tls_context
 
 
 def tls_context(tls: TlsConfig, alpn: bool = True) -> ssl.SSLContext:
     """The context for ``tls``; ``alpn``: offer http/1.1 (the tls kind offers nothing)."""
-    return CONTEXTS.get(tls, alpn)
+    return _CONTEXTS.get(tls, alpn)
 
 
 # -- proxies and credentials ---------------------------------------------------------------------
