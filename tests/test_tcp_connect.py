@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.checks import tcp
-from exporter.checks.net.connect import PhaseError
+from exporter.checks.base import ProbeFailure
 from exporter.engine import eventloop
 
 LOOPS = ("asyncio", "uvloop")
@@ -65,7 +65,7 @@ def full_listener() -> Iterator[int]:
 async def outcome(port: int, limit: float) -> str:
     try:
         seconds = await tcp.connect_and_close("127.0.0.1", port, limit)
-    except PhaseError as exc:
+    except ProbeFailure as exc:
         return exc.reason
     assert 0 < seconds < limit
     return "ok"

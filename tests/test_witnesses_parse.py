@@ -14,11 +14,11 @@ from conftest import SHARED, require
 from hypothesis import given, settings
 
 from exporter import metrics
+from exporter.checks.base import ProbeFailure
 from exporter.config import WitnessConfig
 from exporter.witnesses import aws, azure, dependencies, gcp, openrouter
 from exporter.witnesses.dependencies import CloudIncident
 from exporter.witnesses.feed import SchemaError, decode_xml, text
-from exporter.witnesses.statuspage import PollFailure
 
 CLOUD = SHARED / "fixtures"
 Parse = Callable[[bytes], tuple[CloudIncident, ...]]
@@ -312,7 +312,7 @@ HOSTILE: list[tuple[str, Parse, bytes, str]] = [
 @pytest.mark.parametrize(("case", "parse", "body", "reason"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_payload_is_a_poll_failure(case: str, parse: Parse, body: bytes,
                                            reason: str) -> None:
-    with pytest.raises(PollFailure) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         parse(body)
     assert caught.value.reason == reason, case
 
@@ -395,5 +395,5 @@ JSON = st.recursive(
 def test_any_json_is_parsed_or_refused(payload: Any) -> None:
     body = json.dumps(payload).encode()
     for parse in (gcp.parse_body, aws.parse_body, openrouter.parse_body("a/b")):
-        with contextlib.suppress(PollFailure, SchemaError):
+        with contextlib.suppress(ProbeFailure, SchemaError):
             parse(body)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from exporter.checks.base import ProbeContext, Result
-from exporter.checks.httpcommon import USER_AGENT, ApiRun, StreamFailure
+from exporter.checks.base import ProbeContext, ProbeFailure, Result
+from exporter.checks.httpcommon import USER_AGENT, ApiRun
 from exporter.checks.net.safejson import loads as safe_loads
 from exporter.checks.net.sse import Event
 
@@ -93,9 +93,9 @@ def _event(run: ApiRun, event: Event) -> bool:
     try:
         data: Any = safe_loads(event.data)
     except ValueError:
-        raise StreamFailure(f"event {event.event!r} carries data that is not JSON") from None
+        raise ProbeFailure("stream_error", f"event {event.event!r} carries data that is not JSON") from None
     if not isinstance(data, dict):
-        raise StreamFailure(f"event {event.event!r} carries data that is not an object")
+        raise ProbeFailure("stream_error", f"event {event.event!r} carries data that is not an object")
     kind = data.get("type") or event.event
     if kind == "error":
         raise run.stream_error(data.get("error"))

@@ -78,6 +78,22 @@ class ProbeContext:
 Prober = Callable[["CheckConfig", ProbeContext], Awaitable[Result]]
 
 
+class ProbeFailure(Exception):
+    """The one failure type of probers: what went wrong, already classified. ``reason`` is one
+    word of the kind's set and ``error`` is safe to show. Raised between a prober's own
+    functions and the shared pieces in ``net/``; the prober turns it into a failing Result at
+    its edge, so it never reaches the runner. ``retry_after`` and ``http_status`` carry what
+    an upstream said about the failure (a status page's 429 and Retry-After)."""
+
+    def __init__(self, reason: str, error: str, *, retry_after: float | None = None,
+                 http_status: int | None = None) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+
 def failure(start: float, reason: str, error: str, *, gauges: tuple[Sample, ...] = (),
             counters: tuple[Sample, ...] = (), details: Mapping[str, object] | None = None,
             ) -> Result:

@@ -48,7 +48,7 @@ import dns.reversename
 import dns.rrset
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample, failure
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample, failure
 from exporter.checks.net.resolve import (
     ResolveError,
     address_hash,
@@ -71,13 +71,6 @@ RDTYPES: dict[str, tuple[dns.rdatatype.RdataType, ...]] = {
     "soa": (dns.rdatatype.SOA,), "srv": (dns.rdatatype.SRV,), "ptr": (dns.rdatatype.PTR,)}
 ADDRESS_TYPES = ("a", "aaaa", "any")
 MEMO_KEY = "dns_answer"
-
-
-class DnsError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass
@@ -111,7 +104,7 @@ def query_name(check: DnsCheck) -> dns.name.Name:
     try:
         return dns.name.from_text(target)
     except (dns.exception.DNSException, UnicodeError):
-        raise DnsError("dns", f"{check.target} is not a valid DNS name") from None
+        raise ProbeFailure("dns", f"{check.target} is not a valid DNS name") from None
 
 
 # -- where the query goes ---------------------------------------------------------------------
@@ -132,13 +125,13 @@ async def _servers(check: DnsCheck, exchange: Exchange) -> list[tuple[str, int]]
         try:
             resolved = await resolve(host)
         except ResolveError as exc:
-            raise DnsError("connect", f"resolver {exc}") from None
+            raise ProbeFailure("connect", f"resolver {exc}") from None
         exchange.phases["resolve"] = resolved.seconds
         return [(resolved.addresses[0], port)]
     try:
         system = dns.resolver.Resolver()
     except dns.resolver.NoResolverConfiguration:
-        raise DnsError("connect", "no nameserver in /etc/resolv.conf") from None
+        raise ProbeFailure("connect", "no nameserver in /etc/resolv.conf") from None
     ports = system.nameserver_ports
     return [(str(ns), ports.get(str(ns), system.port)) for ns in system.nameservers]
 
@@ -209,17 +202,17 @@ async def _ask(check: DnsCheck, server: tuple[str, int], name: dns.name.Name,
             _exchange_one(check, q, address, port, allowed, p, exchange.notes)
             for q, p in zip(queries, phases, strict=True)))
     except ssl.SSLError as exc:
-        raise DnsError("tls", f"TLS with {where}: {exc.reason or exc}") from None
+        raise ProbeFailure("tls", f"TLS with {where}: {exc.reason or exc}") from None
     except (dns.exception.Timeout, TimeoutError):
-        raise DnsError("timeout", f"no answer from {where} in time") from None
+        raise ProbeFailure("timeout", f"no answer from {where} in time") from None
     except (EOFError, ConnectionResetError):
-        raise DnsError("dns", f"{where} closed the connection before answering") from None
+        raise ProbeFailure("dns", f"{where} closed the connection before answering") from None
     except OSError as exc:
         if (local := local_resource_error(exc)) is not None:  # EMFILE: ours, not the resolver's
-            raise DnsError(LOCAL_RESOURCES, local) from None
-        raise DnsError("connect", f"{where}: {exc.strerror or exc.__class__.__name__}") from None
+            raise ProbeFailure(LOCAL_RESOURCES, local) from None
+        raise ProbeFailure("connect", f"{where}: {exc.strerror or exc.__class__.__name__}") from None
     except dns.exception.DNSException as exc:
-        raise DnsError("dns", f"malformed answer from {where}: {exc}") from None
+        raise ProbeFailure("dns", f"malformed answer from {where}: {exc}") from None
     for phase in ("connect", "request"):  # concurrent queries: the slower one's time
         exchange.phases[phase] = max(p[phase] for p in phases)
     exchange.seconds = exchange.phases["connect"] + exchange.phases["request"]
@@ -232,7 +225,7 @@ async def _query(check: DnsCheck, exchange: Exchange, deadline: float) -> None:
     name = query_name(check)
     servers = await _servers(check, exchange)
     if not servers:
-        raise DnsError("connect", "no nameserver in /etc/resolv.conf")
+        raise ProbeFailure("connect", "no nameserver in /etc/resolv.conf")
     for index, server in enumerate(servers):
         remaining = deadline - loop.time()
         last = index == len(servers) - 1
@@ -241,7 +234,7 @@ async def _query(check: DnsCheck, exchange: Exchange, deadline: float) -> None:
         try:
             await _ask(check, server, name, max(0.001, timeout), exchange)
             return
-        except DnsError as exc:
+        except ProbeFailure as exc:
             if last or exc.reason not in ("connect", "timeout"):
                 raise
 
@@ -249,10 +242,7 @@ async def _query(check: DnsCheck, exchange: Exchange, deadline: float) -> None:
 async def _system(check: DnsCheck, exchange: Exchange) -> None:
     assert check.target is not None, "the config requires a target"
     ip_protocol = {"a": "ip4", "aaaa": "ip6", "any": "auto"}[check.record_type]
-    try:
-        resolved = await resolve(check.target, ip_protocol)
-    except ResolveError as exc:
-        raise DnsError("dns", str(exc)) from None
+    resolved = await resolve(check.target, ip_protocol)  # a ResolveError is reason dns
     exchange.records = list(resolved.addresses)
     exchange.seconds = exchange.phases["request"] = resolved.seconds
     exchange.server = "the system resolver"
@@ -298,21 +288,21 @@ def _records(response: dns.message.Message, rdtype: dns.rdatatype.RdataType) -> 
 
 
 def _check(check: DnsCheck, exchange: Exchange) -> None:
-    """Raise DnsError unless the responses pass every check; fills ``exchange.records``."""
+    """Raise ProbeFailure unless the responses pass every check; fills ``exchange.records``."""
     wanted = RDTYPES[check.record_type]
     rcodes: list[str] = []
     for rdtype, response in zip(wanted, exchange.responses, strict=True):
         rcode = dns.rcode.to_text(response.rcode())
         rcodes.append(rcode)
         if rcode not in check.valid_rcodes:
-            raise DnsError("dns", f"{dns.rdatatype.to_text(rdtype)} {query_name(check)} "
+            raise ProbeFailure("dns", f"{dns.rdatatype.to_text(rdtype)} {query_name(check)} "
                                   f"@{exchange.server}: {rcode} (valid: "
                                   f"{', '.join(check.valid_rcodes)})")
         exchange.records.extend(r for r in _records(response, rdtype)
                                 if r not in exchange.records)
     if not exchange.records and "NOERROR" in rcodes:
         kinds = "/".join(dns.rdatatype.to_text(t) for t in wanted)
-        raise DnsError("dns", f"{query_name(check)} @{exchange.server}: no {kinds} records")
+        raise ProbeFailure("dns", f"{query_name(check)} @{exchange.server}: no {kinds} records")
     for section, rules in (("answer", check.validate_answer_rrs),
                            ("authority", check.validate_authority_rrs),
                            ("additional", check.validate_additional_rrs)):
@@ -320,7 +310,7 @@ def _check(check: DnsCheck, exchange: Exchange) -> None:
             continue
         broken = validate_rrs(_lines([getattr(r, section) for r in exchange.responses]), rules)
         if broken is not None:
-            raise DnsError("validation", f"validate_{section}_rrs: {broken}")
+            raise ProbeFailure("validation", f"validate_{section}_rrs: {broken}")
 
 
 # -- the prober ----------------------------------------------------------------------------------
@@ -361,12 +351,12 @@ async def probe(check: DnsCheck, ctx: ProbeContext) -> Result:
                 _check(check, exchange)
             else:
                 await _system(check, exchange)
-    except DnsError as exc:
-        ctx.log(exc.message)
+    except ProbeFailure as exc:
+        ctx.log(exc.error)
         gauges = [Sample(m.PROBE_DNS_LOOKUP_TIME, exchange.seconds
                          or time.perf_counter() - start),
                   *_message_gauges(exchange, bool(exchange.responses))]
-        return failure(start, exc.reason, exc.message, gauges=tuple(gauges), counters=no_change)
+        return failure(start, exc.reason, exc.error, gauges=tuple(gauges), counters=no_change)
     except TimeoutError:
         where = f" @{check.resolver}" if check.resolver else ""
         message = f"DNS lookup of {check.target}{where} timed out"

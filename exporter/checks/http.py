@@ -27,7 +27,7 @@ import aiohttp
 from yarl import URL
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
 from exporter.checks.httpcommon import (
     HTTP_REASONS,
     MAX_BODY_BYTES,
@@ -38,8 +38,6 @@ from exporter.checks.httpcommon import (
     scrub,
 )
 from exporter.checks.net.httpclient import (
-    CredentialError,
-    ProxyConfigError,
     Route,
     Timing,
     TlsFacts,
@@ -74,14 +72,6 @@ class _Outcome:
         self.regex_failed = False
         self.facts = TlsFacts()
         self.path = "direct"
-
-
-class _Refused(Exception):
-    """A redirect this run will not follow; carries the reason and message for the Result."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
@@ -127,8 +117,8 @@ async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
     try:
         credential, credential_secret = auth_header(check.basic_auth, check.authorization,
                                                     ctx.secrets)
-    except CredentialError as exc:
-        return result("auth", str(exc))
+    except ProbeFailure as exc:
+        return result(exc.reason, exc.error)
     if credential is not None:
         secrets.append(credential_secret)
         headers["Authorization"] = credential
@@ -161,11 +151,11 @@ async def probe(check: HttpCheck, ctx: ProbeContext) -> Result:
                     timing.done()
                     response_headers = resp.headers
                     break
-    except _Refused as exc:
-        return result(exc.reason, str(exc))
+    except ProbeFailure as exc:  # a redirect this run will not follow, a proxy it cannot use
+        return result(exc.reason, exc.error)
     except BodyTooLarge as exc:
         return result("bad_response", str(exc))
-    except (aiohttp.ClientError, OSError, TimeoutError, ProxyConfigError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         reason, message = classify(exc, timing, elapsed=time.perf_counter() - timing.started)
         return result(reason, message)
 
@@ -239,18 +229,18 @@ def _next_hop(check: HttpCheck, url: str, status: int, location: str, method: st
         try:
             check_target(check, target)
         except TargetError:
-            raise _Refused("redirect_refused", f"redirect to {target[:200]!r} refused: not in "
+            raise ProbeFailure("redirect_refused", f"redirect to {target[:200]!r} refused: not in "
                                                "allowed_targets") from None
     seen.redirects += 1
     if seen.redirects >= MAX_REDIRECTS:  # as aiohttp and Go count: the 10th is not followed
-        raise _Refused("status_mismatch", f"more than {MAX_REDIRECTS} redirects (last: HTTP "
+        raise ProbeFailure("status_mismatch", f"more than {MAX_REDIRECTS} redirects (last: HTTP "
                                           f"{status})")
     try:
         following = URL(target)
     except ValueError:
         following = None
     if following is None or following.scheme not in ("http", "https") or not following.host:
-        raise _Refused("bad_response", f"HTTP {status} redirect to {target[:200]!r}, "
+        raise ProbeFailure("bad_response", f"HTTP {status} redirect to {target[:200]!r}, "
                                        "which is not an http(s) URL")
     if following.origin() != URL(url).origin():  # credentials stay with the origin they were for
         for name in [n for n in headers if n.lower() in ("authorization", "cookie", "host")

@@ -21,12 +21,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
 from exporter.checks.net.httpclient import PHASES as PHASES
 from exporter.checks.net.httpclient import (
     TRANSPORT_REASONS,
-    CredentialError,
-    ProxyConfigError,
     Timing,
     auth_header,
     classify,
@@ -204,10 +202,6 @@ def budget_entry(ctx: ProbeContext) -> dict[str, Any]:
 # -- one run of an API probe -------------------------------------------------------------------------
 
 
-class StreamFailure(Exception):
-    """The stream reported an error or ended badly; the message is safe to show."""
-
-
 class ApiRun:
     """Collects everything one API probe run learns, and turns it into a Result.
 
@@ -273,13 +267,13 @@ class ApiRun:
                     return await handle(resp)
                 finally:
                     self.timing.done()
-        except StreamFailure as exc:
-            return self.fail("stream_error", str(exc))
+        except ProbeFailure as exc:  # the stream broke, or the proxy cannot be used
+            return self.fail(exc.reason, exc.error)
         except json.JSONDecodeError:
             return self.fail("bad_response", "response is not JSON")
         except BodyTooLarge as exc:
             return self.fail("bad_response", str(exc))
-        except (aiohttp.ClientError, OSError, TimeoutError, ProxyConfigError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             elapsed = time.perf_counter() - self.timing.started
             reason, message = classify(exc, self.timing, streaming=streaming, elapsed=elapsed)
             return self.fail(reason, message)
@@ -291,8 +285,8 @@ class ApiRun:
         try:
             value, self.credential = auth_header(self.check.basic_auth, self.check.authorization,
                                                   self.ctx.secrets)
-        except CredentialError as exc:
-            return self.fail("auth", str(exc))
+        except ProbeFailure as exc:
+            return self.fail(exc.reason, exc.error)
         if value is not None:
             headers["authorization"] = value
         return None
@@ -372,12 +366,12 @@ class ApiRun:
         await self._consume_sse(resp, on_event)
         return self.succeed()
 
-    def stream_error(self, error: Any) -> StreamFailure:
+    def stream_error(self, error: Any) -> ProbeFailure:
         """An error the API reported inside a 200 stream: counted, and a failure to raise."""
         self.api_error(error)
         etype = error.get("type") if isinstance(error, dict) else None
         message = str(error.get("message") or "")[:200] if isinstance(error, dict) else ""
-        return StreamFailure(f"error in the stream after HTTP 200: {etype or 'unknown'}: {message}")
+        return ProbeFailure("stream_error", f"error in the stream after HTTP 200: {etype or 'unknown'}: {message}")
 
     async def _consume_sse(self, resp: aiohttp.ClientResponse,
                            on_event: Callable[[Event], bool]) -> None:
@@ -386,11 +380,11 @@ class ApiRun:
         async for chunk in resp.content.iter_any():
             received += len(chunk)
             if received > MAX_BODY_BYTES:
-                raise StreamFailure(f"stream larger than {MAX_BODY_BYTES} bytes")
+                raise ProbeFailure("stream_error", f"stream larger than {MAX_BODY_BYTES} bytes")
             for event in parser.feed(chunk):
                 if on_event(event):
                     return
-        raise StreamFailure("stream ended before its end marker"
+        raise ProbeFailure("stream_error", "stream ended before its end marker"
                             + (" (mid-event)" if parser.pending else ""))
 
     def text_arrived(self) -> None:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from exporter.checks.base import ProbeContext, Result
-from exporter.checks.httpcommon import USER_AGENT, ApiRun, StreamFailure
+from exporter.checks.base import ProbeContext, ProbeFailure, Result
+from exporter.checks.httpcommon import USER_AGENT, ApiRun
 from exporter.checks.net.safejson import loads as safe_loads
 from exporter.checks.net.sse import Event
 
@@ -75,9 +75,9 @@ def _chunk(run: ApiRun, event: Event) -> bool:
     try:
         data: Any = safe_loads(event.data)
     except ValueError:
-        raise StreamFailure("stream chunk is not JSON") from None
+        raise ProbeFailure("stream_error", "stream chunk is not JSON") from None
     if not isinstance(data, dict):
-        raise StreamFailure("stream chunk is not an object")
+        raise ProbeFailure("stream_error", "stream chunk is not an object")
     if "error" in data:
         raise run.stream_error(data["error"])
     choices = data.get("choices")

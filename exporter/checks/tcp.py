@@ -18,8 +18,8 @@ import socket
 import time
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample
-from exporter.checks.net.connect import Attempt, PhaseError, connect_failure, run, where
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
+from exporter.checks.net.connect import Attempt, connect_failure, run, where
 from exporter.config import TcpCheck
 
 REASONS = ("dns", "connect", "timeout", "local_resources")
@@ -34,7 +34,8 @@ def _connected(sock: socket.socket) -> bool:
 
 
 async def connect_and_close(address: str, port: int, limit: float) -> float:
-    """Open a TCP connection and close it again; returns the connect time or raises PhaseError.
+    """Open a TCP connection and close it again; returns the connect time or raises
+    ProbeFailure.
 
     A bare non-blocking socket, no transport or streams: a check that only connects needs
     none, and each asyncio transport leaves a reference cycle for the garbage collector to
@@ -66,9 +67,9 @@ async def _connect_only(check: TcpCheck, address: str, port: int, limit: float,
     attempt = Attempt(address)
     try:
         seconds = await connect_and_close(address, port, limit)
-    except PhaseError as exc:
-        attempt.reason, attempt.error = exc.reason, exc.message
-        ctx.log(exc.message)
+    except ProbeFailure as exc:
+        attempt.reason, attempt.error = exc.reason, exc.error
+        ctx.log(exc.error)
         return attempt
     attempt.gauges.append(Sample(m.PROBE_TCP_CONNECT, seconds))
     ctx.log(f"connected to {where(address, port)} in {seconds * 1000:.2f} ms")

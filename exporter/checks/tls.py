@@ -18,10 +18,9 @@ import ssl
 import time
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
 from exporter.checks.net.connect import (
     Attempt,
-    PhaseError,
     close_quietly,
     describe_os_error,
     open_tcp,
@@ -56,9 +55,9 @@ async def _handshake(check: TlsCheck, address: str, port: int, limit: float,
         return attempt
     try:
         _, writer, connect_seconds = await open_tcp(address, port, limit)
-    except PhaseError as exc:
-        attempt.reason, attempt.error = exc.reason, exc.message
-        ctx.log(exc.message)
+    except ProbeFailure as exc:
+        attempt.reason, attempt.error = exc.reason, exc.error
+        ctx.log(exc.error)
         return attempt
     attempt.gauges.append(Sample(m.PROBE_TCP_CONNECT, connect_seconds))
     ctx.log(f"connected to {address} port {port} in {connect_seconds * 1000:.2f} ms")

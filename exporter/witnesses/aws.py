@@ -18,9 +18,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.checks.net.safejson import SchemaError
 from exporter.witnesses.dependencies import CloudIncident, Ref
 from exporter.witnesses.feed import (
-    SchemaError,
     decode_json,
     decode_text,
     decode_xml,

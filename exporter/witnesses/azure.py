@@ -11,8 +11,9 @@ from __future__ import annotations
 import email.utils
 import xml.etree.ElementTree as ET
 
+from exporter.checks.net.safejson import SchemaError
 from exporter.witnesses.dependencies import CloudIncident
-from exporter.witnesses.feed import SchemaError, decode_xml, text
+from exporter.witnesses.feed import decode_xml, text
 
 CLOSED_WORDS = ("[resolved]", "resolved:", "mitigated")
 

@@ -22,11 +22,9 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 
 from exporter import __version__
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
 from exporter.checks.net.httpclient import (
     DEFAULT_TRANSPORT,
-    CredentialError,
-    ProxyConfigError,
     Timing,
     Transport,
     auth_header,
@@ -36,9 +34,10 @@ from exporter.checks.net.httpclient import (
     route,
 )
 from exporter.checks.net.retryafter import parse_retry_after
+from exporter.checks.net.safejson import SchemaError
 from exporter.checks.net.safejson import loads as safe_loads
 from exporter.secrets import Secrets
-from exporter.witnesses.statuspage import PollFailure, backoff_seconds
+from exporter.witnesses.statuspage import backoff_seconds
 
 USER_AGENT = f"claude-status-exporter/{__version__}"
 MAX_REDIRECTS = 5
@@ -50,10 +49,6 @@ ACCEPT_XML = "application/rss+xml, application/xml;q=0.9, text/xml;q=0.8"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DTD = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-
-
-class SchemaError(ValueError):
-    """A payload that decodes but is not the feed's document."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class Fetched:
 async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int, secrets: Secrets,
                 etag: str | None = None, last_modified: str | None = None,
                 transport: Transport = DEFAULT_TRANSPORT) -> Fetched:
-    """GET one feed; raises PollFailure with a reason from the status page's set. The
+    """GET one feed; raises ProbeFailure with a reason from the status page's set. The
     transport's credentials are read through ``secrets``."""
     headers = {"User-Agent": USER_AGENT, "Accept": accept}
     if etag:
@@ -76,10 +71,7 @@ async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int, sec
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     timing = Timing()
-    try:
-        credential, _ = auth_header(transport.basic_auth, transport.authorization, secrets)
-    except CredentialError as exc:
-        raise PollFailure("auth", str(exc)) from None
+    credential, _ = auth_header(transport.basic_auth, transport.authorization, secrets)
     if credential is not None:
         headers["Authorization"] = credential
     try:
@@ -95,45 +87,45 @@ async def fetch(url: str, *, accept: str, time_limit: float, max_bytes: int, sec
                 return Fetched(304, final, None, resp.headers.get("ETag"),
                                resp.headers.get("Last-Modified"))
             if via.proxy is not None and resp.status == 407:
-                raise PollFailure("proxy", "the proxy asks for credentials (HTTP 407)",
+                raise ProbeFailure("proxy", "the proxy asks for credentials (HTTP 407)",
                                   http_status=407)
             if not 200 <= resp.status < 300:
-                raise PollFailure("http_status", f"HTTP {resp.status} from {final}",
+                raise ProbeFailure("http_status", f"HTTP {resp.status} from {final}",
                                   retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                                   http_status=resp.status)
             declared = resp.content_length
             if declared is not None and declared > max_bytes:
-                raise PollFailure("too_large", f"Content-Length {declared} exceeds the "
+                raise ProbeFailure("too_large", f"Content-Length {declared} exceeds the "
                                   f"{max_bytes}-byte limit", http_status=resp.status)
             body = bytearray()
             async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise PollFailure("too_large", f"body exceeds the {max_bytes}-byte limit "
+                    raise ProbeFailure("too_large", f"body exceeds the {max_bytes}-byte limit "
                                       "(stopped reading)", http_status=resp.status)
             return Fetched(resp.status, final, bytes(body), resp.headers.get("ETag"),
                            resp.headers.get("Last-Modified"))
-    except PollFailure:
+    except ProbeFailure:
         raise
     except aiohttp.TooManyRedirects:
-        raise PollFailure("http_status", f"more than {MAX_REDIRECTS} redirects from {url}") \
+        raise ProbeFailure("http_status", f"more than {MAX_REDIRECTS} redirects from {url}") \
             from None
     except aiohttp.ClientPayloadError as exc:
-        raise PollFailure("connect", f"connection broke off before the full body: "
+        raise ProbeFailure("connect", f"connection broke off before the full body: "
                           f"{short(exc)}") from None
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlRedirectClientError) as exc:
-        raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
+        raise ProbeFailure("http_status", f"bad HTTP exchange with {url}: "
                           f"{type(exc).__name__}") from None
-    except (aiohttp.ClientError, OSError, ProxyConfigError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         if isinstance(exc, TimeoutError):
             raise
         if isinstance(exc, aiohttp.ClientResponseError) and timing.headers_at is not None:
-            raise PollFailure("http_status", f"bad HTTP exchange with {url}: "
+            raise ProbeFailure("http_status", f"bad HTTP exchange with {url}: "
                               f"{type(exc).__name__}") from None
         reason, message = classify(exc, timing, elapsed=time.perf_counter() - timing.started)
         if reason == "bad_response" and timing.headers_at is not None:
             reason = "connect"  # the body broke off: the status page's reason for it
-        raise PollFailure(reason, f"{message} ({url})") from None
+        raise ProbeFailure(reason, f"{message} ({url})") from None
 
 
 # -- decoding -------------------------------------------------------------------------------
@@ -152,13 +144,13 @@ def decode_text(body: bytes) -> str:
 def decode_json(body: bytes) -> Any:
     text = decode_text(body).lstrip(" \t\r\n")
     if not text:
-        raise PollFailure("not_json", "the body is empty")
+        raise ProbeFailure("not_json", "the body is empty")
     if text.startswith("<"):
-        raise PollFailure("not_json", "the body is HTML or XML, not JSON")
+        raise ProbeFailure("not_json", "the body is HTML or XML, not JSON")
     try:
         return safe_loads(text)  # surrogates, depth, huge numbers: see safejson
     except ValueError as exc:
-        raise PollFailure("not_json", f"malformed JSON: {short(exc)}") from None
+        raise ProbeFailure("not_json", f"malformed JSON: {short(exc)}") from None
 
 
 def decode_xml(body: bytes) -> ET.Element:
@@ -167,15 +159,15 @@ def decode_xml(body: bytes) -> ET.Element:
     text = decode_text(body)
     head = text.lstrip(" \t\r\n")
     if not head.startswith("<"):
-        raise PollFailure("not_json", "the body is not XML")
+        raise ProbeFailure("not_json", "the body is not XML")
     if _DTD.search(text.encode("utf-8", errors="replace")):
-        raise PollFailure("schema", "the XML declares a DTD or entities (refused)")
+        raise ProbeFailure("schema", "the XML declares a DTD or entities (refused)")
     # The text is already decoded: drop the declaration so its encoding cannot disagree.
     head = re.sub(r"^<\?xml[^>]*\?>", "", head, count=1)
     try:
         return ET.fromstring(head)
     except (ET.ParseError, RecursionError, ValueError) as exc:
-        raise PollFailure("not_json", f"malformed XML: {short(exc)}") from None
+        raise ProbeFailure("not_json", f"malformed XML: {short(exc)}") from None
 
 
 def text(value: Any) -> str:
@@ -217,7 +209,7 @@ T = TypeVar("T")  # what a feed's parser makes of a body
 class Request(Generic[T]):
     url: str
     accept: str
-    parse: Callable[[bytes], T]  # body -> parsed document; raises PollFailure/SchemaError
+    parse: Callable[[bytes], T]  # body -> parsed document; raises ProbeFailure/SchemaError
 
 
 async def get_parsed(ctx: ProbeContext, req: Request[T], time_limit: float,
@@ -234,7 +226,7 @@ async def get_parsed(ctx: ProbeContext, req: Request[T], time_limit: float,
                       last_modified=last_modified, transport=transport)
     if got.body is None:
         if not isinstance(cached, tuple):
-            raise PollFailure("http_status", "HTTP 304 Not Modified without a cached answer")
+            raise ProbeFailure("http_status", "HTTP 304 Not Modified without a cached answer")
         ctx.log(f"304 Not Modified from {got.url}: reusing the previous answer")
         document: T = cached[0]  # what req.parse made of this URL's last body
         ctx.memo[memo_key] = (document, got.etag or etag, got.last_modified or last_modified)
@@ -242,10 +234,10 @@ async def get_parsed(ctx: ProbeContext, req: Request[T], time_limit: float,
     try:
         parsed = req.parse(got.body)
     except SchemaError as exc:
-        raise PollFailure("schema", f"not the expected document: {exc}") from None
+        raise ProbeFailure("schema", f"not the expected document: {exc}") from None
     except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
         # A parser bug on a strange payload is still a payload we cannot read.
-        raise PollFailure("schema", f"unreadable document: {type(exc).__name__}") from None
+        raise ProbeFailure("schema", f"unreadable document: {type(exc).__name__}") from None
     ctx.log(f"parsed {len(got.body)} bytes from {got.url}")
     ctx.memo[memo_key] = (parsed, got.etag, got.last_modified)
     return parsed
@@ -267,8 +259,8 @@ async def poll(ctx: ProbeContext, requests: list[Request[T]], *, interval: float
             for req in requests:
                 parsed.append(await get_parsed(ctx, req, time_limit, max_bytes, transport))
     except TimeoutError:
-        failure = PollFailure("timeout", f"no complete answer within {budget:.3g}s")
-    except PollFailure as exc:
+        failure = ProbeFailure("timeout", f"no complete answer within {budget:.3g}s")
+    except ProbeFailure as exc:
         failure = exc
     else:
         ctx.memo[MEMO_FAILURES] = 0

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.checks.net.safejson import SchemaError
 from exporter.witnesses.dependencies import SEVERITIES, CloudIncident, Ref
-from exporter.witnesses.feed import SchemaError, decode_json, json_type, objects, text
+from exporter.witnesses.feed import decode_json, json_type, objects, text
 from exporter.witnesses.statuspage import parse_timestamp
 
 BASE = "https://status.cloud.google.com/"

@@ -22,8 +22,9 @@ from typing import Any
 
 from exporter import metrics
 from exporter.checks.base import Sample
+from exporter.checks.net.safejson import SchemaError
 from exporter.config import WitnessConfig
-from exporter.witnesses.feed import SchemaError, decode_json, json_type, objects, text
+from exporter.witnesses.feed import decode_json, json_type, objects, text
 
 WINDOWS = metrics.CROWD_WINDOWS
 UPTIME_KEYS = {"5m": "uptime_last_5m", "30m": "uptime_last_30m", "1d": "uptime_last_1d"}

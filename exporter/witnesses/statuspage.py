@@ -58,11 +58,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from exporter import metrics
-from exporter.checks.base import ProbeContext, Result, Sample
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample
 from exporter.checks.net.httpclient import (
     USER_AGENT,
-    CredentialError,
-    ProxyConfigError,
     Timing,
     auth_header,
     classify,
@@ -71,7 +69,7 @@ from exporter.checks.net.httpclient import (
     route,
 )
 from exporter.checks.net.retryafter import CAP_SECONDS, parse_retry_after
-from exporter.checks.net.safejson import clean
+from exporter.checks.net.safejson import SchemaError, clean
 from exporter.checks.net.safejson import loads as safe_loads
 from exporter.config import PolledCheck, StatuspageConfig
 
@@ -102,10 +100,6 @@ MEMO_ETAG = "statuspage_etag"
 MEMO_LAST_MODIFIED = "statuspage_last_modified"
 MEMO_PAGE = "statuspage_page"  # the last parsed, unfiltered Page (reused on 304)
 MEMO_FAILURES = "statuspage_consecutive_failures"
-
-
-class SchemaError(ValueError):
-    """Valid JSON that is not a status-page object."""
 
 
 # -- the parsed page ---------------------------------------------------------------------------
@@ -495,15 +489,6 @@ def gauges(page: Page) -> tuple[Sample, ...]:
 # -- fetching ----------------------------------------------------------------------------------
 
 
-class PollFailure(Exception):
-    def __init__(self, reason: str, error: str, retry_after: float | None = None,
-                 http_status: int | None = None) -> None:
-        super().__init__(error)
-        self.reason = reason
-        self.error = error
-        self.retry_after = retry_after
-        self.http_status = http_status
-
 
 @dataclass
 class _Fetched:
@@ -537,7 +522,7 @@ async def poll(url: str, options: StatuspageConfig, ctx: ProbeContext) -> Result
             fetched = await _fetch(url, options, ctx, conditional=isinstance(cached, Page))
         if fetched.body is None:
             if not isinstance(cached, Page):
-                raise PollFailure("http_status", "HTTP 304 Not Modified without a cached page")
+                raise ProbeFailure("http_status", "HTTP 304 Not Modified without a cached page")
             page = cached
             ctx.log(f"304 Not Modified from {fetched.url}: reusing the previous page")
         else:
@@ -546,12 +531,12 @@ async def poll(url: str, options: StatuspageConfig, ctx: ProbeContext) -> Result
                     f"{page.indicator}, {len(page.components)} components, "
                     f"{len(page.open_incidents)} open incidents")
     except TimeoutError:
-        return _failed(ctx, options, start, first_line, PollFailure(
+        return _failed(ctx, options, start, first_line, ProbeFailure(
             "timeout", f"no complete answer from {url} within {budget:.3g}s"))
-    except PollFailure as exc:
+    except ProbeFailure as exc:
         return _failed(ctx, options, start, first_line, exc)
     except SchemaError as exc:
-        return _failed(ctx, options, start, first_line, PollFailure(
+        return _failed(ctx, options, start, first_line, ProbeFailure(
             "schema", f"not a status-page document: {exc}"))
 
     ctx.memo[MEMO_PAGE] = page
@@ -589,10 +574,7 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
             headers["If-Modified-Since"] = last_modified
     ctx.log(f"GET {url}" + (" (conditional)" if len(headers) > 2 else ""))
     timing = Timing()
-    try:
-        credential, _ = auth_header(options.basic_auth, options.authorization, ctx.secrets)
-    except CredentialError as exc:
-        raise PollFailure("auth", str(exc)) from None
+    credential, _ = auth_header(options.basic_auth, options.authorization, ctx.secrets)
     if credential is not None:
         headers["Authorization"] = credential
     try:
@@ -610,56 +592,56 @@ async def _fetch(url: str, options: StatuspageConfig, ctx: ProbeContext,
                                 resp.headers.get("Last-Modified"))
             content_type = resp.headers.get("Content-Type", "")
             if via.proxy is not None and resp.status == 407:
-                raise PollFailure("proxy", "the proxy asks for credentials (HTTP 407)",
+                raise ProbeFailure("proxy", "the proxy asks for credentials (HTTP 407)",
                                   http_status=407)
             if not 200 <= resp.status < 300:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 what = f" ({content_type.split(';')[0]} body)" if content_type else ""
                 if resp.status in (403, 405) and "html" in content_type.lower():
                     what += ": a bot challenge or WAF block, not the status JSON"
-                raise PollFailure("http_status", f"HTTP {resp.status} {resp.reason or ''}"
+                raise ProbeFailure("http_status", f"HTTP {resp.status} {resp.reason or ''}"
                                   .rstrip() + what + f" from {final_url}",
                                   retry_after=retry_after, http_status=resp.status)
             if content_type and "json" not in content_type.lower():
-                raise PollFailure("not_json", f"content type {content_type.split(';')[0]!r} "
+                raise ProbeFailure("not_json", f"content type {content_type.split(';')[0]!r} "
                                   f"is not JSON (a challenge or error page?) from {final_url}",
                                   http_status=resp.status)
             body = await _read_capped(resp, options.max_body_bytes)
             return _Fetched(resp.status, final_url, body, resp.headers.get("ETag"),
                             resp.headers.get("Last-Modified"))
-    except PollFailure:
+    except ProbeFailure:
         raise
     except aiohttp.TooManyRedirects as exc:
-        raise PollFailure("http_status", f"more than {MAX_REDIRECTS} redirects (a redirect "
+        raise ProbeFailure("http_status", f"more than {MAX_REDIRECTS} redirects (a redirect "
                           f"loop?) starting at {url}", http_status=exc.status) from None
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlRedirectClientError) as exc:
-        raise PollFailure("http_status", f"bad redirect target {exc}") from None
+        raise ProbeFailure("http_status", f"bad redirect target {exc}") from None
     except aiohttp.ClientPayloadError as exc:
-        raise PollFailure("connect", f"connection broke off before the full body: "
+        raise ProbeFailure("connect", f"connection broke off before the full body: "
                           f"{_short(exc)}") from None
-    except (aiohttp.ClientError, OSError, ProxyConfigError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         if isinstance(exc, TimeoutError):
             raise
         if isinstance(exc, aiohttp.ClientResponseError) and timing.headers_at is not None:
-            raise PollFailure("http_status", f"bad HTTP response from {url}: {exc.message}",
+            raise ProbeFailure("http_status", f"bad HTTP response from {url}: {exc.message}",
                               http_status=exc.status or None) from None
         reason, message = classify(exc, timing, elapsed=time.perf_counter() - timing.started)
         if reason == "bad_response" and timing.headers_at is not None:
             reason = "connect"  # the body broke off: the page's documented reason
-        raise PollFailure(reason, f"{message} ({url})") from None
+        raise ProbeFailure(reason, f"{message} ({url})") from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The body, streamed, never holding more than ``limit`` bytes of it."""
     declared = resp.content_length
     if declared is not None and declared > limit:
-        raise PollFailure("too_large", f"Content-Length {declared} exceeds the "
+        raise ProbeFailure("too_large", f"Content-Length {declared} exceeds the "
                           f"{limit}-byte limit", http_status=resp.status)
     body = bytearray()
     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
         body += chunk
         if len(body) > limit:
-            raise PollFailure("too_large", f"body exceeds the {limit}-byte limit "
+            raise ProbeFailure("too_large", f"body exceeds the {limit}-byte limit "
                               "(stopped reading)", http_status=resp.status)
     return bytes(body)
 
@@ -667,13 +649,13 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def _decode(body: bytes) -> Any:
     head = body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<"):
-        raise PollFailure("not_json", "the body is HTML, not JSON (a challenge or error page?)")
+        raise ProbeFailure("not_json", "the body is HTML, not JSON (a challenge or error page?)")
     if not head:
-        raise PollFailure("not_json", "the body is empty")
+        raise ProbeFailure("not_json", "the body is empty")
     try:
         return safe_loads(body)
     except ValueError as exc:
-        raise PollFailure("not_json", f"malformed JSON: {_short(exc)}") from None
+        raise ProbeFailure("not_json", f"malformed JSON: {_short(exc)}") from None
 
 
 def backoff_seconds(failures: int, interval: float, retry_after: float | None = None,
@@ -689,7 +671,7 @@ def backoff_seconds(failures: int, interval: float, retry_after: float | None = 
 
 
 def _failed(ctx: ProbeContext, options: StatuspageConfig, start: float, first_line: int,
-            failure: PollFailure) -> Result:
+            failure: ProbeFailure) -> Result:
     before = ctx.memo.get(MEMO_FAILURES)
     failures = (before if isinstance(before, int) else 0) + 1
     ctx.memo[MEMO_FAILURES] = failures

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from exporter import metrics as m
-from exporter.checks.base import ProbeContext, Result, Sample, failure
+from exporter.checks.base import ProbeContext, ProbeFailure, Result, Sample, failure
 from exporter.checks.net.resolve import (
     Resolved,
     ResolveError,
@@ -30,15 +30,6 @@ from exporter.checks.net.resources import local_resource_error
 from exporter.config import TcpCheck, TlsCheck
 
 CLOSE_WAIT = 0.5  # seconds to wait for a polite close before abandoning the connection
-
-
-class PhaseError(Exception):
-    """A failed phase of a connection attempt, already classified."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass
@@ -65,7 +56,7 @@ def describe_os_error(exc: OSError) -> str:
 
 async def open_tcp(address: str, port: int, limit: float,
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
-    """Connect; returns the stream pair and the connect time, or raises PhaseError."""
+    """Connect; returns the stream pair and the connect time, or raises ProbeFailure."""
     start = time.perf_counter()
     try:
         async with asyncio.timeout(limit):
@@ -75,14 +66,14 @@ async def open_tcp(address: str, port: int, limit: float,
     return reader, writer, time.perf_counter() - start
 
 
-def connect_failure(exc: OSError, address: str, port: int, limit: float) -> PhaseError:
+def connect_failure(exc: OSError, address: str, port: int, limit: float) -> ProbeFailure:
     """A failed connect as the phase error both connectors raise."""
     if isinstance(exc, TimeoutError):
-        return PhaseError("timeout", f"TCP connect to {where(address, port)} timed out after "
+        return ProbeFailure("timeout", f"TCP connect to {where(address, port)} timed out after "
                                      f"{limit:.3g}s")
     if (local := local_resource_error(exc)) is not None:  # EMFILE: ours, not the target's
-        return PhaseError(LOCAL_RESOURCES, local)
-    return PhaseError("connect", f"TCP connect to {where(address, port)}: "
+        return ProbeFailure(LOCAL_RESOURCES, local)
+    return ProbeFailure("connect", f"TCP connect to {where(address, port)}: "
                                  f"{describe_os_error(exc)}")
 
 

@@ -41,7 +41,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter import metrics as m
-from exporter.checks.base import Sample
+from exporter.checks.base import ProbeFailure, Sample
 from exporter.checks.net.resources import REASON as LOCAL_RESOURCES
 from exporter.checks.net.resources import local_resource_error
 from exporter.config import (
@@ -316,10 +316,6 @@ def tls_context(tls: TlsConfig, alpn: bool = True) -> ssl.SSLContext:
 # -- proxies and credentials ---------------------------------------------------------------------
 
 
-class ProxyConfigError(Exception):
-    """The configured proxy cannot be used (its password is missing): reason proxy."""
-
-
 @dataclass(frozen=True)
 class Route:
     """How a request reaches its URL: directly, or through ``proxy``."""
@@ -380,7 +376,7 @@ def _environment_proxy(url: URL) -> URL | None:
 
 
 def route(proxy: ProxyConfig, url: str | URL, secrets: Secrets) -> Route:
-    """The path to ``url``; raises ProxyConfigError for a proxy whose password is missing.
+    """The path to ``url``; raises ProbeFailure (reason proxy) for a proxy whose password is missing.
     The proxy's password comes from (or is made known to) ``secrets``."""
     target = url if isinstance(url, URL) else URL(url)
     if proxy.mode == "none":
@@ -404,7 +400,7 @@ def route(proxy: ProxyConfig, url: str | URL, secrets: Secrets) -> Route:
             secret = secrets.lookup(proxy.password_env, proxy.password_file)
             if secret is None:
                 source = proxy.password_env or proxy.password_file
-                raise ProxyConfigError(f"no proxy password available from {source}; "
+                raise ProbeFailure("proxy", f"no proxy password available from {source}; "
                                        "no request sent")
             password = secret
         auth = aiohttp.BasicAuth(proxy.username, password)
@@ -443,10 +439,6 @@ class Transport:
 DEFAULT_TRANSPORT = Transport()
 
 
-class CredentialError(Exception):
-    """A configured credential could not be read: reason auth, no request sent."""
-
-
 def auth_header(basic: SecretRef | None, authorization: SecretRef | None, secrets: Secrets,
                 ) -> tuple[str | None, str | None]:
     """(Authorization header value, the secret in it) from basic_auth or authorization, the
@@ -457,7 +449,7 @@ def auth_header(basic: SecretRef | None, authorization: SecretRef | None, secret
     secret = secrets.lookup(ref.env, ref.file)
     if secret is None:
         what = "basic_auth password" if basic else "authorization credentials"
-        raise CredentialError(f"no {what} available from {ref.env or ref.file}; no request sent")
+        raise ProbeFailure("auth", f"no {what} available from {ref.env or ref.file}; no request sent")
     if basic is not None:
         token = base64.b64encode(f"{basic.name}:{secret}".encode()).decode("ascii")
         return f"Basic {token}", secret
@@ -560,8 +552,8 @@ def classify(exc: BaseException, timing: Timing, *, elapsed: float, streaming: b
         return "timeout", f"timed out after {elapsed:.2f}s {timing.describe_wait()}"
     if isinstance(exc, TLSConfigError):
         return "tls", str(exc)
-    if isinstance(exc, ProxyConfigError):
-        return "proxy", str(exc)
+    if isinstance(exc, ProbeFailure):
+        return exc.reason, exc.error
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         what = "asks for credentials (407)" if exc.status == 407 else f"answered {exc.status}"
         return "proxy", f"the proxy refused the tunnel: it {what} {exc.message or ''}".rstrip()

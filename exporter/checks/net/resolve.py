@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from exporter.checks.base import ProbeFailure
 from exporter.config import CheckConfig
 
 FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_INET6}
@@ -29,10 +30,12 @@ FAMILIES = {"auto": socket.AF_UNSPEC, "ip4": socket.AF_INET, "ip6": socket.AF_IN
 BUDGET_MARGIN = 0.05
 
 
-class ResolveError(Exception):
-    """The name did not resolve to a usable address; ``reason`` is always dns."""
+class ResolveError(ProbeFailure):
+    """The name did not resolve to a usable address: a ProbeFailure whose reason is dns.
+    Its own type because the tcp, tls and dns probers tell it from the failures after it."""
 
-    reason = "dns"
+    def __init__(self, error: str) -> None:
+        super().__init__("dns", error)
 
 
 @dataclass(frozen=True)

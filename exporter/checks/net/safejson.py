@@ -98,3 +98,8 @@ def clean_tree(value: Any) -> Any:
                     stack.append(item)
                 node[clean(key) if isinstance(key, str) else key] = item
     return value
+
+
+class SchemaError(ValueError):
+    """A payload that decodes (JSON or XML) but is not the document expected: a status page,
+    a cloud feed, an endpoints answer. The pollers report it as reason ``schema``."""
