@@ -89,7 +89,8 @@ class _Loader:
             self.doc.error((*path, key), str(exc))
             return None
 
-    def with_defaults(self, parsed: Any, raw: dict[str, Any], scope: str = ANY,
+    def with_defaults(self, parsed: CheckBase | StatuspageConfig | WitnessConfig,
+                      raw: dict[str, Any], scope: str = ANY,
                       interval: float | None = None) -> dict[str, Any]:
         """The fields of ``parsed`` that ``defaults:`` sets where ``raw`` does not: proxy and
         tls_config where the model has them, ``interval`` (the checks' default or a witness

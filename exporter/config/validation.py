@@ -21,7 +21,7 @@ from exporter.config.errors import Path_
 from exporter.config.values import SECRET_KEYS, NestedError
 from exporter.config.yamldoc import Document
 
-T = TypeVar("T")
+T = TypeVar("T", bound=attrs.AttrsInstance)
 
 # Where a key is read: a background check, a /probe module, or any other mapping.
 CHECK, MODULE, ANY = "check", "module", "any"
@@ -43,10 +43,10 @@ class KeyTable:
         return sorted({*self.fields, *self.moved})
 
 
-_TABLES: dict[tuple[type[Any], str, tuple[tuple[str, str | None], ...] | None], KeyTable] = {}
+_TABLES: dict[tuple[type[attrs.AttrsInstance], str, tuple[tuple[str, str | None], ...] | None], KeyTable] = {}
 
 
-def key_table(model: type[Any], scope: str = ANY,
+def key_table(model: type[attrs.AttrsInstance], scope: str = ANY,
               only: tuple[tuple[str, str | None], ...] | None = None) -> KeyTable:
     """The keys of ``model`` in ``scope``; ``only`` (field, key or None) pairs narrow them to
     one witness kind's fields and names."""
@@ -56,7 +56,7 @@ def key_table(model: type[Any], scope: str = ANY,
     return table
 
 
-def _key_table(model: type[Any], scope: str,
+def _key_table(model: type[attrs.AttrsInstance], scope: str,
                only: tuple[tuple[str, str | None], ...] | None) -> KeyTable:
     narrow = dict(only) if only is not None else None
     out: dict[str, str] = {}
@@ -86,9 +86,9 @@ class Structurer:
 
     def __init__(self) -> None:
         self._converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
-        self._functions: dict[tuple[type[Any], KeyTable], Callable[[Mapping[str, Any], Any], Any]] = {}
+        self._functions: dict[tuple[type[attrs.AttrsInstance], KeyTable], Callable[[Mapping[str, Any], Any], Any]] = {}
 
-    def _function(self, model: type[Any], table: KeyTable) -> Callable[[Mapping[str, Any], Any], Any]:
+    def _function(self, model: type[attrs.AttrsInstance], table: KeyTable) -> Callable[[Mapping[str, Any], Any], Any]:
         fn = self._functions.get((model, table))
         if fn is None:
             keys = {field: key for key, field in table.fields.items()}
