@@ -58,9 +58,9 @@ DEFAULT_KEYS: dict[str, Parser] = {"interval": parse_duration, "timeout": parse_
 class _Loader:
     """One load: the document, its ``defaults:`` and the structurer."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, structurer: Structurer) -> None:
         self.doc = doc
-        self.structurer = Structurer()
+        self.structurer = structurer
         self.defaults: dict[str, Any] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -403,8 +403,13 @@ def per_model(check: CheckConfig) -> list[CheckConfig]:
                          daily_token_budget=share) for model in check.models]
 
 
+# The structure functions cattrs generates (about 1 ms a model) are kept across loads, so a
+# reload of a small config costs its parse, not code generation. Written only here.
+_STRUCTURER = Structurer()
+
+
 def build_config(data: Any, doc: Document) -> Config | None:
-    return _Loader(doc).config(data)
+    return _Loader(doc, _STRUCTURER).config(data)
 
 
 def load_text(text: str, source: str) -> Config:
