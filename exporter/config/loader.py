@@ -383,10 +383,8 @@ class _Loader:
 
 def _has_default(model: type[CheckBase], field_name: str) -> bool:
     """Whether a kind fills in its address itself (the APIs' well-known URLs)."""
-    for field in attrs.fields(model):
-        if field.name == field_name:
-            return field.default is not None and field.default is not attrs.NOTHING
-    return False
+    default = attrs.fields_dict(model)[field_name].default
+    return default is not None and default is not attrs.NOTHING
 
 
 def _own_scheme(kind: str) -> str:

@@ -105,9 +105,8 @@ class Structurer:
         return fn
 
     def structure(self, raw: Mapping[str, Any], model: type[T], table: KeyTable, path: Path_,
-                  doc: Document, required: Mapping[str, str] | None = None) -> T | None:
-        """``raw`` as a ``model``, or None with every problem reported to ``doc``.
-        ``required`` words the message of a missing key (key -> message)."""
+                  doc: Document) -> T | None:
+        """``raw`` as a ``model``, or None with every problem reported to ``doc``."""
         moved = [k for k in raw if k in table.moved]
         for k in moved:
             doc.error((*path, k), f"has moved: use tls_config.{k} (see docs/configuration.md)")
@@ -118,7 +117,7 @@ class Structurer:
         except ClassValidationError as group:
             found: list[tuple[Path_, str]] = []
             for exc in group.exceptions:
-                found.extend(_problems(exc, path, table, required or {}))
+                found.extend(_problems(exc, path, table))
             found.sort(key=lambda item: doc.line(item[0]) or 0)
             for where, message in found:
                 doc.error(where, message)
@@ -126,8 +125,7 @@ class Structurer:
         return None if moved else value
 
 
-def _problems(exc: BaseException, path: Path_, table: KeyTable,
-              required: Mapping[str, str]) -> list[tuple[Path_, str]]:
+def _problems(exc: BaseException, path: Path_, table: KeyTable) -> list[tuple[Path_, str]]:
     if isinstance(exc, ForbiddenExtraKeysError):
         out = []
         for extra in sorted(exc.extra_fields, key=str):
@@ -141,7 +139,7 @@ def _problems(exc: BaseException, path: Path_, table: KeyTable,
     keys = {f: k for k, f in table.fields.items()}
     name = keys.get(field, field) if field is not None else None
     if isinstance(exc, KeyError) and name is not None:
-        return [(path, required.get(name, f"missing required key {name}"))]
+        return [(path, f"missing required key {name}")]
     where: Path_ = path if name is None else (*path, name)
     if isinstance(exc, NestedError):
         return [((*where, *exc.where), str(exc))]

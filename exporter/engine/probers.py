@@ -50,13 +50,17 @@ M = TypeVar("M", AnthropicCheck, OpenAICheck, HttpCheck, TcpCheck, TlsCheck, Icm
             PolledCheck)
 
 
+async def _mismatch(check: CheckConfig, model: type[CheckConfig]) -> Result:
+    return Result(False, 0.0, "internal", f"kind {check.kind} has a {type(check).__name__}, "
+                                          f"not the {model.__name__} its prober takes")
+
+
 def for_model(model: type[M], prober: Callable[[M, ProbeContext], Awaitable[Result]]) -> Prober:
-    async def run(check: CheckConfig, ctx: ProbeContext) -> Result:
+    # A plain function handing back the prober's own awaitable: no extra coroutine per run.
+    def run(check: CheckConfig, ctx: ProbeContext) -> Awaitable[Result]:
         if not isinstance(check, model):
-            return Result(False, 0.0, "internal", f"kind {check.kind} has a "
-                          f"{type(check).__name__}, not the {model.__name__} its prober takes")
-        return await prober(check, ctx)
-    run.__qualname__ = f"{prober.__module__}.{prober.__qualname__}"
+            return _mismatch(check, model)
+        return prober(check, ctx)
     return run
 
 
